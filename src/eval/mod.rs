@@ -1,0 +1,1 @@
+//! Scoring of external prediction files (in progress).

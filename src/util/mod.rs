@@ -1,0 +1,8 @@
+//! Small shared utilities: atomic writes, fingerprints, a seeded RNG, "did you mean" suggestions,
+//! progress reporting.
+
+pub mod atomic;
+pub mod fingerprint;
+pub mod progress;
+pub mod rng;
+pub mod suggest;
