@@ -1,8 +1,18 @@
 //! georag: an offline evaluation harness for image geolocalization with retrieval-augmented
-//! multimodal LLMs. Modules follow the pipeline stages; see `ARCHITECTURE.md`.
+//! multimodal LLMs. Modules follow the pipeline stages, in the order data flows through them;
+//! see `ARCHITECTURE.md` for each module's invariants.
 
-pub mod eval;
+pub mod config;
+pub mod ingest;
+pub mod decode;
+pub mod embed;
+pub mod index;
+pub mod retrieval;
+pub mod select;
 pub mod metrics;
-pub mod record;
 pub mod report;
+pub mod eval;
+pub mod gate;
+pub mod pipeline;
+pub mod record;
 pub mod util;

@@ -3,6 +3,7 @@
 
 pub mod atomic;
 pub mod fingerprint;
+pub mod pq;
 pub mod progress;
 pub mod rng;
 pub mod suggest;

@@ -42,7 +42,7 @@ impl Progress {
             // Plain lines at every quarter.
             let q = self.next_log.load(Ordering::Relaxed);
             if q <= 3 && done * 4 >= q * self.total && self.next_log.compare_exchange(q, q + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                eprintln!("[georag] {}: {done}/{} ({}%)", self.label, self.total, q * 25);
+                eprintln!("[georag] {}: {done}/{} ({}%)", self.label, self.total, done * 100 / self.total);
             }
         }
     }

@@ -1,0 +1,301 @@
+//! Dataset shards: the one writer and reader that every dataset (synthetic or real) goes through.
+//!
+//! Layout of a dataset directory:
+//! - `shard-00000.parquet`, ... with columns `id` (utf8), `lat`, `lon` (f64), `image` (binary,
+//!   nullable: bytes stored inline), `image_path` (utf8, nullable: bytes referenced by path),
+//!   `sha256` (utf8, of the image bytes), `author` (utf8, nullable), `meta` (utf8 JSON, nullable);
+//! - `manifest.json` (schema `georag.dataset/v1`), written last.
+//!
+//! Invariants: each shard holds exactly `shard_rows` rows except the last; each shard and the
+//! manifest are written atomically, and the manifest only after every shard it lists, so a
+//! directory with a manifest is complete. The dataset fingerprint is a digest of every row's id,
+//! coordinates and image hash, in order.
+
+use crate::util::fingerprint::Fingerprint;
+use crate::util::pq::{self, ParquetError};
+use crate::util::atomic;
+use arrow::array::{Array, ArrayRef, BinaryArray, Float64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const MANIFEST_SCHEMA: &str = "georag.dataset/v1";
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// One dataset row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetRow {
+    pub id: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub image: Option<Vec<u8>>,
+    pub image_path: Option<String>,
+    pub sha256: String,
+    pub author: Option<String>,
+    pub meta: Option<String>,
+}
+
+/// A shard listed in the manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub file: String,
+    pub rows: usize,
+}
+
+/// `manifest.json` of a dataset directory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema: String,
+    pub name: String,
+    /// Digest of all rows (ids, coordinates, image hashes), in order.
+    pub fingerprint: String,
+    pub n_rows: usize,
+    pub shard_rows: usize,
+    pub shards: Vec<ShardInfo>,
+    /// Where the data came from (generator parameters, source files).
+    pub provenance: serde_json::Value,
+}
+
+/// Error of the shard layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    #[error(transparent)]
+    Parquet(#[from] ParquetError),
+    #[error(transparent)]
+    Write(#[from] atomic::AtomicWriteError),
+    #[error("{path}: {source}")]
+    Manifest { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a georag dataset manifest: {message}")]
+    BadManifest { path: PathBuf, message: String },
+    #[error("{path}: row {row}: {message}")]
+    Row { path: PathBuf, row: usize, message: String },
+    #[error("{dir}: shard_rows must be > 0")]
+    ShardRows { dir: PathBuf },
+}
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("lat", DataType::Float64, false),
+        Field::new("lon", DataType::Float64, false),
+        Field::new("image", DataType::Binary, true),
+        Field::new("image_path", DataType::Utf8, true),
+        Field::new("sha256", DataType::Utf8, false),
+        Field::new("author", DataType::Utf8, true),
+        Field::new("meta", DataType::Utf8, true),
+    ]))
+}
+
+/// Streams rows into fixed-size shards.
+pub struct ShardWriter {
+    dir: PathBuf,
+    name: String,
+    shard_rows: usize,
+    pending: Vec<DatasetRow>,
+    shards: Vec<ShardInfo>,
+    n_rows: usize,
+    fp: Fingerprint,
+}
+
+impl ShardWriter {
+    pub fn new(dir: &Path, name: &str, shard_rows: usize) -> Result<Self, ShardError> {
+        if shard_rows == 0 {
+            return Err(ShardError::ShardRows { dir: dir.to_path_buf() });
+        }
+        Ok(ShardWriter {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            shard_rows,
+            pending: Vec::with_capacity(shard_rows),
+            shards: Vec::new(),
+            n_rows: 0,
+            fp: Fingerprint::new(MANIFEST_SCHEMA),
+        })
+    }
+
+    pub fn push(&mut self, row: DatasetRow) -> Result<(), ShardError> {
+        self.fp.field(&row.id).field(row.lat.to_le_bytes()).field(row.lon.to_le_bytes()).field(&row.sha256);
+        self.pending.push(row);
+        self.n_rows += 1;
+        if self.pending.len() == self.shard_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ShardError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let file = format!("shard-{:05}.parquet", self.shards.len());
+        let path = self.dir.join(&file);
+        let batch = rows_to_batch(&self.pending);
+        pq::write(&path, schema(), &[batch], &["image"])?;
+        self.shards.push(ShardInfo { file, rows: self.pending.len() });
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Write the last shard and the manifest.
+    pub fn finish(mut self, provenance: serde_json::Value) -> Result<Manifest, ShardError> {
+        self.flush()?;
+        let manifest = Manifest {
+            schema: MANIFEST_SCHEMA.to_string(),
+            name: self.name.clone(),
+            fingerprint: self.fp.finish(),
+            n_rows: self.n_rows,
+            shard_rows: self.shard_rows,
+            shards: self.shards.clone(),
+            provenance,
+        };
+        atomic::write_json(&self.dir.join(MANIFEST_FILE), &manifest)?;
+        Ok(manifest)
+    }
+}
+
+fn rows_to_batch(rows: &[DatasetRow]) -> RecordBatch {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.id.as_str()))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.lat))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.lon))),
+        Arc::new(BinaryArray::from_iter(rows.iter().map(|r| r.image.as_deref()))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.image_path.as_deref()))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.sha256.as_str()))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.author.as_deref()))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| r.meta.as_deref()))),
+    ];
+    RecordBatch::try_new(schema(), cols).expect("columns match the shard schema")
+}
+
+/// An opened dataset directory.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl Dataset {
+    /// Open a dataset directory; fails when the manifest is missing (incomplete write) or invalid.
+    pub fn open(dir: &Path) -> Result<Self, ShardError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ShardError::Manifest { path: path.clone(), source })?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| ShardError::BadManifest { path: path.clone(), message: e.to_string() })?;
+        if manifest.schema != MANIFEST_SCHEMA {
+            return Err(ShardError::BadManifest { path, message: format!("schema `{}`", manifest.schema) });
+        }
+        Ok(Dataset { dir: dir.to_path_buf(), manifest })
+    }
+
+    pub fn len(&self) -> usize {
+        self.manifest.n_rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.manifest.n_rows == 0
+    }
+
+    /// Read one shard's rows.
+    pub fn read_shard(&self, i: usize) -> Result<Vec<DatasetRow>, ShardError> {
+        let info = &self.manifest.shards[i];
+        let path = self.dir.join(&info.file);
+        let mut out = Vec::with_capacity(info.rows);
+        for b in pq::read(&path)? {
+            let id = pq::column::<StringArray>(&path, &b, "id")?;
+            let lat = pq::column::<Float64Array>(&path, &b, "lat")?;
+            let lon = pq::column::<Float64Array>(&path, &b, "lon")?;
+            let image = pq::column::<BinaryArray>(&path, &b, "image")?;
+            let image_path = pq::column::<StringArray>(&path, &b, "image_path")?;
+            let sha = pq::column::<StringArray>(&path, &b, "sha256")?;
+            let author = pq::column::<StringArray>(&path, &b, "author")?;
+            let meta = pq::column::<StringArray>(&path, &b, "meta")?;
+            let opt_s = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+            for r in 0..b.num_rows() {
+                out.push(DatasetRow {
+                    id: id.value(r).to_string(),
+                    lat: lat.value(r),
+                    lon: lon.value(r),
+                    image: (!image.is_null(r)).then(|| image.value(r).to_vec()),
+                    image_path: opt_s(image_path, r),
+                    sha256: sha.value(r).to_string(),
+                    author: opt_s(author, r),
+                    meta: opt_s(meta, r),
+                });
+            }
+        }
+        if out.len() != info.rows {
+            return Err(ShardError::Row {
+                path,
+                row: out.len(),
+                message: format!("shard has {} rows, manifest says {}", out.len(), info.rows),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The image bytes of a row: inline, or read from `image_path` relative to the dataset.
+    pub fn image_bytes(&self, row: &DatasetRow) -> Result<Vec<u8>, std::io::Error> {
+        match (&row.image, &row.image_path) {
+            (Some(b), _) => Ok(b.clone()),
+            (None, Some(p)) => std::fs::read(self.dir.join(p)),
+            (None, None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "row has neither image bytes nor image_path")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> DatasetRow {
+        DatasetRow {
+            id: format!("img{i}"),
+            lat: i as f64 * 0.5 - 45.0,
+            lon: -170.0 + i as f64,
+            image: (i % 3 != 0).then(|| vec![i as u8; i + 1]),
+            image_path: (i % 3 == 0).then(|| format!("images/{i}.jpg")),
+            sha256: format!("{i:064x}"),
+            author: (i % 2 == 0).then(|| format!("user{i}")),
+            meta: None,
+        }
+    }
+
+    #[test]
+    fn shards_round_trip_with_fixed_rows_and_manifest() {
+        let dir = std::env::temp_dir().join(format!("georag-shards-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut w = ShardWriter::new(&dir, "t", 4).unwrap();
+        for i in 0..10 {
+            w.push(row(i)).unwrap();
+        }
+        let m = w.finish(serde_json::json!({"test": true})).unwrap();
+        assert_eq!(m.n_rows, 10);
+        assert_eq!(m.shards.iter().map(|s| s.rows).collect::<Vec<_>>(), vec![4, 4, 2]);
+        let d = Dataset::open(&dir).unwrap();
+        let back: Vec<DatasetRow> = (0..3).flat_map(|i| d.read_shard(i).unwrap()).collect();
+        assert_eq!(back, (0..10).map(row).collect::<Vec<_>>());
+        // The fingerprint depends on content: changing one coordinate changes it.
+        let dir2 = dir.with_extension("b");
+        let mut w = ShardWriter::new(&dir2, "t", 4).unwrap();
+        for i in 0..10 {
+            let mut r = row(i);
+            if i == 7 {
+                r.lat += 1e-9;
+            }
+            w.push(r).unwrap();
+        }
+        assert_ne!(w.finish(serde_json::Value::Null).unwrap().fingerprint, m.fingerprint);
+        // No temp files left behind.
+        assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".tmp")));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir2).unwrap();
+    }
+
+    #[test]
+    fn missing_manifest_is_an_error_naming_the_file() {
+        let err = Dataset::open(Path::new("/nonexistent/ds")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ds/manifest.json"), "{err}");
+    }
+}

@@ -1,0 +1,340 @@
+//! Orchestration of `georag run`: datasets -> embeddings -> index -> retrieval -> methods ->
+//! predictions -> metrics -> report, each stage skipped when its output exists under a matching
+//! fingerprint.
+//!
+//! Invariants:
+//! - per-sample failures (undecodable photos, queries without neighbours) are records with a
+//!   status, counted in `run.json`, `metrics.json` and the report; they never abort the run;
+//! - derived files (metrics, tables, plots) are always rebuilt from `predictions.parquet`;
+//! - `predictions.parquet` is reused only when `run.json` records the same predictions
+//!   fingerprint (data, encoder, index, retrieval and method settings).
+
+use crate::config::Config;
+use crate::embed::{self, EmbedOptions, EncodeError};
+use crate::index::{self, IndexError};
+use crate::ingest::{self, IngestError};
+use crate::metrics::{self, MetricsError, MetricsFile};
+use crate::record::{LatLon, PredictionRecord, Status};
+use crate::report::{self, MethodResult, ReportError, ReportInput};
+use crate::retrieval::{self, QueryNeighbours};
+use crate::select::Candidates;
+use crate::util::atomic;
+use crate::util::fingerprint::Fingerprint;
+use crate::util::pq::{self, ParquetError};
+use arrow::array::{Array, ArrayRef, Float32Array, Float64Array, StringArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub const RUN_SCHEMA: &str = "georag.run/v1";
+
+/// Error that stops a run (configuration, I/O, a broken cache). Per-sample problems are not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Parquet(#[from] ParquetError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error(transparent)]
+    Write(#[from] atomic::AtomicWriteError),
+    #[error("{path}: {message}")]
+    Predictions { path: PathBuf, message: String },
+}
+
+/// Timing and cache use of one stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub stage: String,
+    pub seconds: f64,
+    pub reused: bool,
+    pub fingerprint: Option<String>,
+}
+
+/// `run.json`: what ran, from which inputs, how long each stage took, what failed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub schema: String,
+    pub georag_version: String,
+    pub name: String,
+    pub database_fingerprint: String,
+    pub queries_fingerprint: String,
+    pub encoder_fingerprint: String,
+    pub index_fingerprint: String,
+    pub predictions_fingerprint: String,
+    pub n_database: usize,
+    pub n_database_indexed: usize,
+    pub n_queries: usize,
+    /// Failed samples by stage and status (e.g. `database/decode_failed`).
+    pub failures: BTreeMap<String, usize>,
+    pub stages: Vec<StageRecord>,
+}
+
+impl RunRecord {
+    pub fn n_failures(&self) -> usize {
+        self.failures.values().sum()
+    }
+}
+
+/// What `run` returns.
+pub struct RunSummary {
+    pub out: PathBuf,
+    pub metrics: MetricsFile,
+    pub run: RunRecord,
+}
+
+struct Stages(Vec<StageRecord>);
+
+impl Stages {
+    fn time<T, E>(&mut self, stage: &str, f: impl FnOnce() -> Result<(T, bool, Option<String>), E>) -> Result<T, E> {
+        let t = Instant::now();
+        let (v, reused, fingerprint) = f()?;
+        self.0.push(StageRecord { stage: stage.into(), seconds: t.elapsed().as_secs_f64(), reused, fingerprint });
+        Ok(v)
+    }
+}
+
+/// Run the whole experiment into `out`.
+pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
+    std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
+    atomic::write_bytes(&out.join("config.resolved.yaml"), cfg.to_yaml().as_bytes())?;
+    let mut st = Stages(Vec::new());
+    let cache = &cfg.cache_dir;
+
+    let db = st.time("database", || {
+        let (d, reused) = ingest::materialize(&cfg.database, cache)?;
+        let fp = d.manifest.fingerprint.clone();
+        Ok::<_, PipelineError>((d, reused, Some(fp)))
+    })?;
+    let queries = st.time("queries", || {
+        let (d, reused) = ingest::materialize(&cfg.queries, cache)?;
+        let fp = d.manifest.fingerprint.clone();
+        Ok::<_, PipelineError>((d, reused, Some(fp)))
+    })?;
+    let encoder = embed::build(&cfg.encoder)?;
+    let opts = EmbedOptions::default();
+    let db_emb = st.time("embed database", || {
+        let (e, reused) = embed::embed_dataset(&db, encoder.as_ref(), cache, &opts, "database")?;
+        Ok::<_, PipelineError>((e, reused, Some(encoder.fingerprint().to_string())))
+    })?;
+    let q_emb = st.time("embed queries", || {
+        let (e, reused) = embed::embed_dataset(&queries, encoder.as_ref(), cache, &opts, "queries")?;
+        Ok::<_, PipelineError>((e, reused, Some(encoder.fingerprint().to_string())))
+    })?;
+    let mut built = st.time("index", || {
+        let b = index::build_or_load(&cfg.index, &db_emb, cache)?;
+        let (reused, fp) = (b.reused, b.fingerprint.clone());
+        Ok::<_, PipelineError>((b, reused, Some(fp)))
+    })?;
+
+    let methods: Vec<(String, Box<dyn crate::select::Selector>)> = cfg.methods.iter().map(|m| (m.name(), m.build())).collect();
+    let pred_fp = Fingerprint::new("predictions/1")
+        .field(&built.fingerprint)
+        .field(&q_emb.dir.to_string_lossy().into_owned())
+        .json(&cfg.index.nprobe)
+        .json(&cfg.retrieval)
+        .json(&cfg.methods)
+        .finish();
+    let pred_path = out.join("predictions.parquet");
+    let run_path = out.join("run.json");
+    let previous: Option<RunRecord> = std::fs::read_to_string(&run_path).ok().and_then(|s| serde_json::from_str(&s).ok());
+    let reuse = previous.as_ref().is_some_and(|p| p.predictions_fingerprint == pred_fp) && pred_path.exists();
+
+    let results: Vec<MethodResult> = if reuse {
+        st.time("predictions", || Ok::<_, PipelineError>((read_predictions(&pred_path, &queries.manifest.name)?, true, Some(pred_fp.clone()))))?
+    } else {
+        // Retrieve enough neighbours for every method.
+        let mut rspec = cfg.retrieval.clone();
+        rspec.k = methods.iter().map(|(_, s)| s.neighbours_needed()).max().unwrap_or(0).max(rspec.k);
+        let neighbours = st.time("retrieve", || {
+            let n = retrieval::retrieve(&rspec, &mut built.index, &built.rows, &q_emb, cfg.index.search_batch)?;
+            Ok::<_, PipelineError>((n, false, None))
+        })?;
+        write_retrieval(&out.join("retrieval.parquet"), &neighbours)?;
+        let results = st.time("methods", || {
+            let r: Vec<MethodResult> = methods
+                .iter()
+                .map(|(name, sel)| MethodResult {
+                    method: name.clone(),
+                    dataset: queries.manifest.name.clone(),
+                    records: neighbours.iter().map(|n| predict(n, sel.as_ref())).collect(),
+                })
+                .collect();
+            Ok::<_, PipelineError>((r, false, Some(pred_fp.clone())))
+        })?;
+        write_predictions(&pred_path, &results)?;
+        results
+    };
+
+    let metrics = st.time("metrics", || {
+        let rows = results.iter().map(|r| metrics::score(&r.method, &r.dataset, &r.records, &cfg.metrics)).collect();
+        let m = MetricsFile::new(rows);
+        m.write(&out.join("metrics.json"))?;
+        Ok::<_, PipelineError>((m, false, None))
+    })?;
+
+    let mut failures = BTreeMap::new();
+    for (stage, emb) in [("database", &db_emb), ("queries", &q_emb)] {
+        for s in emb.status.iter().filter(|s| **s != Status::Ok) {
+            *failures.entry(format!("{stage}/{s}")).or_insert(0) += 1;
+        }
+    }
+    for r in &results {
+        for rec in r.records.iter().filter(|r| r.status != Status::Ok && r.status != Status::DecodeFailed) {
+            *failures.entry(format!("{}/{}", r.method, rec.status)).or_insert(0) += 1;
+        }
+    }
+    let mut run = RunRecord {
+        schema: RUN_SCHEMA.into(),
+        georag_version: env!("CARGO_PKG_VERSION").into(),
+        name: cfg.name.clone(),
+        database_fingerprint: db.manifest.fingerprint.clone(),
+        queries_fingerprint: queries.manifest.fingerprint.clone(),
+        encoder_fingerprint: encoder.fingerprint().to_string(),
+        index_fingerprint: built.fingerprint.clone(),
+        predictions_fingerprint: pred_fp,
+        n_database: db.len(),
+        n_database_indexed: built.rows.ids.len(),
+        n_queries: queries.len(),
+        failures,
+        stages: Vec::new(),
+    };
+    let title = cfg.report.title.clone().unwrap_or_else(|| cfg.name.clone());
+    let t = Instant::now();
+    let mut notes = vec![
+        format!(
+            "Database: {} photos ({} indexed), fingerprint {}; queries: {} photos, fingerprint {}.",
+            run.n_database, run.n_database_indexed, run.database_fingerprint, run.n_queries, run.queries_fingerprint
+        ),
+        format!("Encoder {} ({}-d), fingerprint {}; index `{}` (nprobe {}), fingerprint {}.", encoder.name(), encoder.dim(), run.encoder_fingerprint, cfg.index.factory, cfg.index.nprobe, run.index_fingerprint),
+        if run.failures.is_empty() {
+            "Failed samples: none.".to_string()
+        } else {
+            format!("Failed samples: {}.", run.failures.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "))
+        },
+    ];
+    notes.push(format!(
+        "Stage times (s): {}.",
+        st.0.iter().map(|s| format!("{} {:.2}{}", s.stage, s.seconds, if s.reused { " (reused)" } else { "" })).collect::<Vec<_>>().join(", ")
+    ));
+    report::write_report(out, &ReportInput { title: &title, metrics: &metrics, results: &results, convention: &cfg.metrics, notes })?;
+    st.0.push(StageRecord { stage: "report".into(), seconds: t.elapsed().as_secs_f64(), reused: false, fingerprint: None });
+    run.stages = st.0;
+    atomic::write_json(&run_path, &run)?;
+    Ok(RunSummary { out: out.to_path_buf(), metrics, run })
+}
+
+/// One query through one selector.
+fn predict(n: &QueryNeighbours, sel: &dyn crate::select::Selector) -> PredictionRecord {
+    if n.status != Status::Ok {
+        return PredictionRecord::failed(n.query_id.clone(), n.truth, n.status);
+    }
+    match sel.select(&Candidates { neighbours: n }) {
+        Some(p) => PredictionRecord::ok(n.query_id.clone(), n.truth, p),
+        None => PredictionRecord::failed(n.query_id.clone(), n.truth, Status::NoNeighbours),
+    }
+}
+
+fn predictions_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("method", DataType::Utf8, false),
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new("id", DataType::Utf8, false),
+        Field::new("truth_lat", DataType::Float64, false),
+        Field::new("truth_lon", DataType::Float64, false),
+        Field::new("pred_lat", DataType::Float64, true),
+        Field::new("pred_lon", DataType::Float64, true),
+        Field::new("status", DataType::Utf8, false),
+    ]))
+}
+
+/// `predictions.parquet`: one row per (method, query), failures with a status and null coordinates.
+pub fn write_predictions(path: &Path, results: &[MethodResult]) -> Result<(), ParquetError> {
+    let all: Vec<(&MethodResult, &PredictionRecord)> = results.iter().flat_map(|r| r.records.iter().map(move |p| (r, p))).collect();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(all.iter().map(|(r, _)| r.method.as_str()))),
+        Arc::new(StringArray::from_iter_values(all.iter().map(|(r, _)| r.dataset.as_str()))),
+        Arc::new(StringArray::from_iter_values(all.iter().map(|(_, p)| p.id.as_str()))),
+        Arc::new(Float64Array::from_iter_values(all.iter().map(|(_, p)| p.truth.lat))),
+        Arc::new(Float64Array::from_iter_values(all.iter().map(|(_, p)| p.truth.lon))),
+        Arc::new(Float64Array::from_iter(all.iter().map(|(_, p)| p.pred.map(|c| c.lat)))),
+        Arc::new(Float64Array::from_iter(all.iter().map(|(_, p)| p.pred.map(|c| c.lon)))),
+        Arc::new(StringArray::from_iter_values(all.iter().map(|(_, p)| p.status.as_str()))),
+    ];
+    let batch = RecordBatch::try_new(predictions_schema(), cols).expect("prediction columns");
+    pq::write(path, predictions_schema(), &[batch], &[])
+}
+
+/// Read `predictions.parquet` back into per-method results, in file order.
+pub fn read_predictions(path: &Path, _dataset: &str) -> Result<Vec<MethodResult>, PipelineError> {
+    let mut out: Vec<MethodResult> = Vec::new();
+    let bad = |row: usize, message: String| PipelineError::Predictions { path: path.to_path_buf(), message: format!("row {row}: {message}") };
+    let mut row_no = 0;
+    for b in pq::read(path)? {
+        let method = pq::column::<StringArray>(path, &b, "method")?;
+        let dataset = pq::column::<StringArray>(path, &b, "dataset")?;
+        let id = pq::column::<StringArray>(path, &b, "id")?;
+        let tlat = pq::column::<Float64Array>(path, &b, "truth_lat")?;
+        let tlon = pq::column::<Float64Array>(path, &b, "truth_lon")?;
+        let plat = pq::column::<Float64Array>(path, &b, "pred_lat")?;
+        let plon = pq::column::<Float64Array>(path, &b, "pred_lon")?;
+        let status = pq::column::<StringArray>(path, &b, "status")?;
+        for r in 0..b.num_rows() {
+            let st = Status::parse(status.value(r)).ok_or_else(|| bad(row_no, format!("unknown status `{}`", status.value(r))))?;
+            let truth = LatLon { lat: tlat.value(r), lon: tlon.value(r) };
+            let pred = (!plat.is_null(r) && !plon.is_null(r)).then(|| LatLon { lat: plat.value(r), lon: plon.value(r) });
+            if (st == Status::Ok) != pred.is_some() {
+                return Err(bad(row_no, "status and prediction disagree".into()));
+            }
+            let rec = PredictionRecord { id: id.value(r).to_string(), truth, pred, status: st };
+            match out.last_mut() {
+                Some(m) if m.method == method.value(r) => m.records.push(rec),
+                _ => out.push(MethodResult { method: method.value(r).to_string(), dataset: dataset.value(r).to_string(), records: vec![rec] }),
+            }
+            row_no += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn write_retrieval(path: &Path, neighbours: &[QueryNeighbours]) -> Result<(), ParquetError> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("query_id", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("rank", DataType::UInt32, false),
+        Field::new("db_id", DataType::Utf8, false),
+        Field::new("lat", DataType::Float64, false),
+        Field::new("lon", DataType::Float64, false),
+        Field::new("score", DataType::Float32, false),
+    ]));
+    let rows: Vec<(&str, &str, u32, &crate::retrieval::Neighbour)> = neighbours
+        .iter()
+        .flat_map(|q| {
+            let s = q.similar.iter().enumerate().map(move |(i, n)| (q.query_id.as_str(), "similar", i as u32, n));
+            let d = q.dissimilar.iter().enumerate().map(move |(i, n)| (q.query_id.as_str(), "dissimilar", i as u32, n));
+            s.chain(d)
+        })
+        .collect();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.3.id.as_str()))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3.coord.lat))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3.coord.lon))),
+        Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.3.score))),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), cols).expect("retrieval columns");
+    pq::write(path, schema, &[batch], &[])
+}

@@ -1,0 +1,138 @@
+//! End-to-end: a small synthetic world (600 database photos, 120 queries) through the real
+//! `georag run` binary: Parquet shards, the IM2GPS encoder, a real FAISS IVF index, both
+//! retrieval baselines, metrics, report; then a second run that must reuse every cached stage.
+
+use georag::ingest::{Dataset, synthetic::Split};
+use georag::metrics::{Convention, MetricsFile, score};
+use georag::record::{LatLon, PredictionRecord};
+use georag::util::rng::Rng;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("georag-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    let cfg = format!(
+        r#"
+name: tiny
+cache_dir: {cache}
+database: {{kind: synthetic, split: database, n: 600, shard_rows: 256}}
+queries: {{kind: synthetic, split: queries, n: 120, shard_rows: 256}}
+encoder: {{kind: im2gps}}
+index: {{factory: "IVF8,Flat", nprobe: 8, train_sample: 600}}
+methods:
+  - kind: nearest
+  - {{kind: knn_density, k: 8, bandwidth_km: 200}}
+"#,
+        cache = dir.join("cache").display()
+    );
+    let path = dir.join("tiny.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn georag(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_georag")).args(args).env("GEORAG_QUIET", "1").output().unwrap()
+}
+
+#[test]
+fn run_twice_reuses_cache_and_beats_random_guessing() {
+    let dir = workdir("run");
+    let cfg = write_config(&dir);
+    let out = dir.join("run");
+    let o = georag(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    for f in ["metrics.json", "table.md", "report.html", "predictions.parquet", "retrieval.parquet", "run.json", "config.resolved.yaml"] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let metrics = MetricsFile::read(&out.join("metrics.json")).unwrap();
+    assert_eq!(metrics.rows.len(), 2);
+    assert!(metrics.rows.iter().all(|r| r.n_expected == 120 && r.n_scored == 120));
+
+    // Prior-respecting random baseline: the GPS of a random database photo for each query.
+    let cache = dir.join("cache").join("datasets");
+    let open = |prefix: &str| {
+        let d = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix)).unwrap();
+        Dataset::open(&d).unwrap()
+    };
+    let (db, q) = (open("synthetic-database"), open("synthetic-queries"));
+    let db_rows: Vec<_> = (0..db.manifest.shards.len()).flat_map(|i| db.read_shard(i).unwrap()).collect();
+    let q_rows: Vec<_> = (0..q.manifest.shards.len()).flat_map(|i| q.read_shard(i).unwrap()).collect();
+    let mut rng = Rng::new(1);
+    let mut random_acc = 0.0;
+    for _ in 0..20 {
+        let recs: Vec<PredictionRecord> = q_rows
+            .iter()
+            .map(|r| {
+                let g = &db_rows[rng.below(db_rows.len())];
+                PredictionRecord::ok(&r.id, LatLon { lat: r.lat, lon: r.lon }, LatLon { lat: g.lat, lon: g.lon })
+            })
+            .collect();
+        random_acc += score("random", "q", &recs, &Convention::default()).acc(2500.0).unwrap() / 20.0;
+    }
+    for row in &metrics.rows {
+        let a = row.acc(2500.0).unwrap();
+        assert!(a > random_acc + 15.0, "{}: {a:.1}% at 2500 km vs random {random_acc:.1}%", row.method);
+        // Accuracy is monotone in the threshold.
+        let accs: Vec<f64> = [1.0, 25.0, 200.0, 750.0, 2500.0].iter().map(|&t| row.acc(t).unwrap()).collect();
+        assert!(accs.windows(2).all(|w| w[0] <= w[1]), "{accs:?}");
+    }
+
+    // Second run: same outputs, every data stage reused.
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let emb_dir = dir.join("cache").join("embeddings");
+    let shard = std::fs::read_dir(&emb_dir).unwrap().next().unwrap().unwrap().path().join("emb-00000.parquet");
+    let index_file = std::fs::read_dir(dir.join("cache").join("index")).unwrap().next().unwrap().unwrap().path().join("index.faiss");
+    let (t_shard, t_index) = (mtime(&shard), mtime(&index_file));
+    let o = georag(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let reused = |stage: &str| run["stages"].as_array().unwrap().iter().find(|s| s["stage"] == stage).unwrap()["reused"].as_bool().unwrap();
+    for stage in ["database", "queries", "embed database", "embed queries", "index", "predictions"] {
+        assert!(reused(stage), "stage {stage} was not reused: {run}");
+    }
+    assert_eq!(mtime(&shard), t_shard);
+    assert_eq!(mtime(&index_file), t_index);
+    assert_eq!(MetricsFile::read(&out.join("metrics.json")).unwrap(), metrics);
+
+    // Changing a method setting recomputes predictions but still reuses the index.
+    let o = georag(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--set", "methods.1.k=4"]);
+    assert!(o.status.success());
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let stages: Vec<&str> = run["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    assert!(stages.contains(&"retrieve") && stages.contains(&"methods"), "{stages:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_gate_exit_codes() {
+    let dir = workdir("gate");
+    let t = LatLon { lat: 1.0, lon: 1.0 };
+    let far = LatLon { lat: -60.0, lon: -120.0 };
+    let make = |hits: usize| {
+        let recs: Vec<PredictionRecord> = (0..100).map(|i| PredictionRecord::ok(format!("{i}"), t, if i < hits { t } else { far })).collect();
+        MetricsFile::new(vec![score("m", "d", &recs, &Convention::default())])
+    };
+    let (base, same, worse) = (dir.join("base.json"), dir.join("same.json"), dir.join("worse.json"));
+    make(40).write(&base).unwrap();
+    make(40).write(&same).unwrap();
+    make(30).write(&worse).unwrap();
+    let o = georag(&["check", same.to_str().unwrap(), "--baseline", base.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = georag(&["check", worse.to_str().unwrap(), "--baseline", base.to_str().unwrap(), "--tolerance-pct", "2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("REGRESSION"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn synthetic_splits_are_disjoint_draws_of_one_world() {
+    // Query ids never collide with database ids, so `exclude_same_id` never hides a true match.
+    let w = georag::ingest::synthetic::World::new(&Default::default());
+    assert_ne!(w.photo(Split::Database, 3).id, w.photo(Split::Queries, 3).id);
+}
