@@ -144,10 +144,13 @@ mod tests {
     #[test]
     fn antipodes_poles_and_date_line() {
         let half = std::f64::consts::PI * EARTH_RADIUS_KM;
+        // Haversine is ill-conditioned at the antipode: h = 1 - delta with delta ~ 1e-16 from
+        // rounding gives asin(sqrt(h)) = pi/2 - sqrt(2 delta), i.e. ~2e-4 km off. A metre is the
+        // honest tolerance there (and irrelevant for 1 km thresholds).
         let d = haversine_km(p(10.0, 20.0), p(-10.0, -160.0), EARTH_RADIUS_KM);
-        assert!(!d.is_nan() && (d - half).abs() < 1e-6, "{d}");
+        assert!(!d.is_nan() && (d - half).abs() < 1e-3, "{d}");
         // Pole to pole through any meridian.
-        assert!((haversine_km(p(90.0, 0.0), p(-90.0, 77.0), EARTH_RADIUS_KM) - half).abs() < 1e-6);
+        assert!((haversine_km(p(90.0, 0.0), p(-90.0, 77.0), EARTH_RADIUS_KM) - half).abs() < 1e-3);
         // All longitudes at a pole are the same point.
         assert!(haversine_km(p(90.0, -170.0), p(90.0, 40.0), EARTH_RADIUS_KM) < 1e-9);
         // Across the date line: 1 degree of longitude on the equator, not 359.
