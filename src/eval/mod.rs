@@ -1,1 +1,3 @@
 //! Scoring of external prediction files (in progress).
+
+pub mod published;
