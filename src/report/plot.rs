@@ -343,6 +343,8 @@ fn draw_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, m: &MapChart) -> 
         .disable_mesh()
         .x_labels(7)
         .y_labels(7)
+        .x_label_formatter(&|v| format!("{v:.0}°"))
+        .y_label_formatter(&|v| format!("{v:.0}°"))
         .x_desc("longitude (°)")
         .y_desc("latitude (°)")
         .label_style(("sans-serif", 14))
