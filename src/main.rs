@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use georag::eval::{self, CompareArgs, EvalArgs, ReportArgs};
 use georag::{config, gate, metrics::MetricsFile, pipeline};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,15 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         tolerance_pct: f64,
     },
+    /// Score a per-image predictions file (CSV/Parquet, any common column spelling) against
+    /// ground truth, under a declared convention; writes metrics.json, tables, per_image.csv, plots.
+    Eval(EvalArgs),
+    /// Paired comparison of two runs on the same images: per-threshold difference, exact McNemar
+    /// test on per-image hits, and a verdict that says when a difference is within noise.
+    Compare(CompareArgs),
+    /// Paper-style tables (Markdown, CSV, LaTeX, HTML) and plots from runs, with published rows
+    /// beside them and a Δ column.
+    Report(ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +108,36 @@ fn real_main() -> Result<ExitCode> {
             let report = gate::check(&cur, &base, tolerance_pct);
             print!("{}", report.render());
             Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Eval(a) => {
+            let o = eval::run_eval(&a).with_context(|| format!("georag eval {}", a.predictions.display()))?;
+            for c in &o.columns {
+                eprintln!("[georag] column {c}");
+            }
+            for line in o.issues.summary(3) {
+                eprintln!("[georag] {line}");
+            }
+            println!("{}", o.metrics);
+            println!(
+                "convention: {}; coverage {:.2} % (answered / expected); wrote {} files to {}",
+                o.metrics.convention.describe(),
+                100.0 * o.metrics.coverage,
+                o.files.len(),
+                a.out.display()
+            );
+            let t = o.timings_s;
+            println!("wall-clock s: read+join {:.2}, score {:.2}, write outputs {:.2}", t.read, t.score, t.write);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare(a) => {
+            let o = eval::run_compare(&a).context("georag compare")?;
+            println!("{}", o.markdown);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(a) => {
+            let o = eval::run_report(&a).context("georag report")?;
+            println!("wrote {} files to {}", o.files.len(), a.out.display());
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

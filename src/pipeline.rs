@@ -15,7 +15,7 @@ use crate::index::{self, IndexError};
 use crate::ingest::{self, IngestError};
 use crate::metrics::{self, MetricsError, MetricsFile};
 use crate::record::{LatLon, PredictionRecord, Status};
-use crate::report::{self, MethodResult, ReportError, ReportInput};
+use crate::report::{self, MethodResult, ReportError, ReportExtras, ReportInput};
 use crate::retrieval::{self, QueryNeighbours};
 use crate::select::Candidates;
 use crate::util::atomic;
@@ -228,7 +228,8 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
         "Stage times (s): {}.",
         st.0.iter().map(|s| format!("{} {:.2}{}", s.stage, s.seconds, if s.reused { " (reused)" } else { "" })).collect::<Vec<_>>().join(", ")
     ));
-    report::write_report(out, &ReportInput { title: &title, metrics: &metrics, results: &results, convention: &cfg.metrics, notes })?;
+    let input = ReportInput { title: &title, metrics: &metrics, results: &results, convention: &cfg.metrics, notes };
+    report::write_report_with(out, &input, &ReportExtras { per_image: true, ..Default::default() })?;
     st.0.push(StageRecord { stage: "report".into(), seconds: t.elapsed().as_secs_f64(), reused: false, fingerprint: None });
     run.stages = st.0;
     atomic::write_json(&run_path, &run)?;

@@ -6,8 +6,10 @@
 //! - the evaluated set is the list of ground-truth records: failures are counted under the failure
 //!   policy, never silently dropped; accuracies are unrounded percentages.
 
+pub mod describe;
 pub mod distance;
 pub mod interval;
+pub mod paired;
 
 pub use distance::{DistanceModel, EARTH_RADIUS_KM, geodesic_km, haversine_km};
 
