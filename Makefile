@@ -1,0 +1,34 @@
+# georag: the two set-up commands are `make demo` and `make test`.
+# The build directory lives outside the clone so that repeated builds (and CI) reuse it.
+CARGO_TARGET_DIR ?= $(HOME)/.cache/georag-target
+export CARGO_TARGET_DIR
+BIN := $(CARGO_TARGET_DIR)/release/georag
+
+.PHONY: deps build demo test check bench-eval clean-results
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	cargo build --release --locked
+
+## Run the demo experiment (synthetic world, IM2GPS features, FAISS IVF-PQ, two baselines).
+demo: build
+	$(BIN) run configs/demo.yaml --out results/demo
+	@echo
+	@echo "Report:  results/demo/report.html   (tables: results/demo/table.md, plots: results/demo/plots/)"
+
+## The whole test suite (unit, integration, real-data tests that skip without ../shared).
+test: deps
+	cargo test --release --locked
+
+## Gate the demo's accuracy against the committed baseline (what CI runs after `make demo`).
+check: build
+	$(BIN) check results/demo/metrics.json --baseline results/baselines/demo.json --tolerance-pct 1.0
+
+## georag eval vs a geopy scorer on 1,000,000 predictions (see benches/README.md).
+bench-eval: build
+	benches/eval_vs_geopy.sh
+
+clean-results:
+	rm -rf results/demo results/cache

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages georag needs when they are missing:
+#   cmake, g++, libopenblas-dev  - to build the bundled FAISS (crate `faiss`, feature `static`)
+#   fonts-dejavu-core            - a TTF for text in PNG plots (SVG plots need no font)
+# Needs root or sudo only when something is missing.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
+dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "[georag] installing Debian packages: ${need[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
