@@ -326,8 +326,10 @@ impl MetricsFile {
 impl fmt::Display for MetricsRow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} on {}:", self.method, self.dataset)?;
-        for (k, v) in &self.acc_pct {
-            write!(f, " {k}km={v:.2}%")?;
+        let mut accs: Vec<(&String, &f64)> = self.acc_pct.iter().collect();
+        accs.sort_by(|a, b| a.0.parse::<f64>().unwrap_or(f64::MAX).total_cmp(&b.0.parse::<f64>().unwrap_or(f64::MAX)));
+        for (k, v) in accs {
+            write!(f, " {k} km {v:.2}%")?;
         }
         write!(f, " (n {}/{} scored/expected)", self.n_scored, self.n_expected)
     }

@@ -51,7 +51,7 @@ pub fn table_html(t: &PaperTable) -> String {
         for r in &b.rows {
             let class = if r.kind == RowKind::Published { " class=\"published\"" } else { "" };
             let _ = write!(s, "<tr{class}>");
-            let cells = row_cells(r, false);
+            let cells = row_cells(b, r, false);
             for (i, c) in cells.iter().enumerate() {
                 let ci = (1..=r.acc.len()).contains(&i).then(|| r.ci95[i - 1]).flatten();
                 match ci {
