@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use georag::eval::{self, CompareArgs, EvalArgs, ReportArgs};
+use georag::ingest::{def, prepare as prep};
 use georag::{config, gate, metrics::MetricsFile, pipeline};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,16 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         tolerance_pct: f64,
     },
+    /// Ingest a benchmark or database into validated Parquet shards (see `georag datasets list`).
+    ///
+    /// Every input row ends up in a shard or in quarantine.parquet with its reason; the manifest
+    /// records counts per reason, examples, policies, checksums and the decode policy.
+    Prepare(PrepareArgs),
+    /// Dataset definitions and prepared datasets.
+    Datasets {
+        #[command(subcommand)]
+        command: DatasetsCommand,
+    },
     /// Score a per-image predictions file (CSV/Parquet, any common column spelling) against
     /// ground truth, under a declared convention; writes metrics.json, tables, per_image.csv, plots.
     Eval(EvalArgs),
@@ -57,6 +68,57 @@ enum Command {
     /// Paper-style tables (Markdown, CSV, LaTeX, HTML) and plots from runs, with published rows
     /// beside them and a Δ column.
     Report(ReportArgs),
+}
+
+#[derive(Subcommand)]
+enum DatasetsCommand {
+    /// Show the dataset definitions georag ships (datasets/*.yaml) and their variants.
+    List,
+    /// Re-check a prepared dataset: shard checksums, row counts, fingerprint, quarantine count.
+    /// Exit 1 when anything drifted.
+    Verify {
+        /// Dataset directory (with manifest.json).
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct PrepareArgs {
+    /// A built-in definition name (`im2gps3k`, `yfcc4k`, ...) or a definition YAML file.
+    dataset: String,
+    /// Variant of the definition (e.g. `3000` for im2gps3k, `raw` for yfcc4k).
+    #[arg(long)]
+    variant: Option<String>,
+    /// Metadata CSV, or a directory holding the definition's metadata file.
+    #[arg(long)]
+    metadata: Option<PathBuf>,
+    /// Images: a directory, a .tar file (streamed), or .zip files (repeat the flag).
+    #[arg(long)]
+    images: Vec<PathBuf>,
+    /// Output directory (default: results/datasets/<name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Rows per Parquet shard.
+    #[arg(long, default_value_t = 4096)]
+    shard_rows: usize,
+    /// Store image bytes in the shards (`inline`) or paths plus sha256 (`reference`).
+    #[arg(long, value_parser = ["inline", "reference"])]
+    store: Option<String>,
+    /// Only inspect image headers; do not decode every image.
+    #[arg(long)]
+    no_decode_check: bool,
+    /// Pixel limit (decompression-bomb guard), checked from the header.
+    #[arg(long, default_value_t = georag::decode::DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+    /// Policy for a reason: `REASON=skip|keep|fail`, e.g. `null_island=keep`. Repeatable.
+    #[arg(long = "policy", value_name = "REASON=POLICY")]
+    policies: Vec<String>,
+    /// A prepared database to check this (query) dataset against for leakage.
+    #[arg(long)]
+    against: Option<PathBuf>,
+    /// Same author within this distance counts as leakage.
+    #[arg(long, default_value_t = 1.0)]
+    leak_km: f64,
 }
 
 fn main() -> ExitCode {
@@ -109,6 +171,27 @@ fn real_main() -> Result<ExitCode> {
             print!("{}", report.render());
             Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Command::Prepare(a) => prepare(a),
+        Command::Datasets { command: DatasetsCommand::List } => {
+            for (name, text) in def::BUILTIN {
+                let d = def::DatasetDef::parse(text, name)?;
+                let rows = d.expected_rows.map(|n| n.to_string()).unwrap_or_else(|| "varies".into());
+                println!("{name:<10} {rows:>7} rows  {}", d.provenance);
+                for (v, vd) in &d.variants {
+                    let rows = vd.expected_rows.map(|n| n.to_string()).unwrap_or_else(|| "varies".into());
+                    println!("  @{v:<7} {rows:>7} rows  {}", vd.provenance);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Datasets { command: DatasetsCommand::Verify { dir } } => {
+            let v = georag::ingest::verify::verify(&dir)?;
+            for d in &v.drift {
+                println!("DRIFT: {d}");
+            }
+            println!("{}: {} shards, {} rows checked; {}", dir.display(), v.shards_checked, v.rows_checked, if v.ok() { "no drift" } else { "DRIFT FOUND" });
+            Ok(if v.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Command::Eval(a) => {
             let o = eval::run_eval(&a).with_context(|| format!("georag eval {}", a.predictions.display()))?;
             for c in &o.columns {
@@ -140,4 +223,84 @@ fn real_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn prepare(a: PrepareArgs) -> Result<ExitCode> {
+    let mut d = def::DatasetDef::load(&a.dataset)?;
+    if let Some(v) = &a.variant {
+        d = d.with_variant(v)?;
+    }
+    let mut policies = std::collections::BTreeMap::new();
+    for p in &a.policies {
+        let (r, pol) = p.split_once('=').with_context(|| format!("--policy {p}: expected REASON=skip|keep|fail"))?;
+        let reason = prep::Reason::parse(r).with_context(|| {
+            let names: Vec<String> = prep::Reason::ALL.iter().map(|r| r.name()).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            format!("--policy {p}: unknown reason `{r}`; {}", georag::util::suggest::hint(r, &refs))
+        })?;
+        let policy = match pol {
+            "skip" => prep::Policy::Skip,
+            "keep" => prep::Policy::Keep,
+            "fail" => prep::Policy::Fail,
+            _ => anyhow::bail!("--policy {p}: policy must be skip, keep or fail"),
+        };
+        policies.insert(reason, policy);
+    }
+    let opts = prep::PrepareOptions {
+        metadata: a.metadata.clone(),
+        images: a.images.clone(),
+        out: a.out.clone().unwrap_or_else(|| PathBuf::from("results/datasets").join(d.name.replace('@', "-"))),
+        shard_rows: a.shard_rows,
+        store: a.store.as_deref().map(|s| if s == "reference" { def::StoreMode::Reference } else { def::StoreMode::Inline }),
+        decode_check: !a.no_decode_check,
+        max_pixels: a.max_pixels,
+        policies,
+        ..Default::default()
+    };
+    let p = prep::prepare(&d, &opts).with_context(|| format!("georag prepare {}", a.dataset))?;
+    let v = p.manifest.validation.clone().unwrap_or_default();
+    println!(
+        "{}: {} input rows -> {} kept in {} shards, {} quarantined{}",
+        p.manifest.name,
+        v["input_rows"],
+        v["kept"],
+        p.manifest.shards.len(),
+        v["quarantined"],
+        if p.resumed { " (resumed)" } else { "" }
+    );
+    if let Some(q) = v["quarantined_by_reason"].as_object() {
+        for (reason, n) in q {
+            let ex = v["examples"][reason].get(0).and_then(|e| e.as_str()).unwrap_or("");
+            println!("  quarantined {reason}: {n}   e.g. {ex}");
+        }
+    }
+    if let Some(f) = v["kept_with_flags"].as_object() {
+        for (reason, n) in f {
+            println!("  kept, flagged {reason}: {n}");
+        }
+    }
+    if v["expected_rows_match"] == serde_json::Value::Bool(false) {
+        println!("  WARNING: {} input rows, the definition expects {}", v["input_rows"], v["expected_rows"]);
+    }
+    if v["metadata"]["sha256_matches"] == serde_json::Value::Bool(false) {
+        println!("  WARNING: metadata sha256 differs from the canonical file's: {}", v["metadata"]["sha256"]);
+    }
+    if v["swapped_columns_suspected"] == serde_json::Value::Bool(true) {
+        println!("  WARNING: most rows have |lat| > 90: the latitude and longitude columns look swapped (nothing was fixed)");
+    }
+    println!("  shards, manifest.json and quarantine.parquet in {}", p.dir.display());
+    if let Some(db) = &a.against {
+        let q = georag::ingest::Dataset::open(&p.dir)?;
+        let dbs = georag::ingest::Dataset::open(db)?;
+        let (s, _) = georag::ingest::leakage::check(&q, &dbs, a.leak_km, &p.dir)?;
+        println!(
+            "  leakage against {} ({} rows; same author within {} km): {:?} queries affected, {} pairs in leakage.csv",
+            db.display(),
+            s.database,
+            s.km,
+            s.queries_affected,
+            s.pairs
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,10 @@
 //! Parquet shards plus a manifest (see [`shard`]). Stages downstream only ever read shards.
 
 pub mod cities;
+pub mod def;
+pub mod leakage;
+pub mod prepare;
+pub mod verify;
 pub mod shard;
 pub mod synthetic;
 

@@ -42,6 +42,9 @@ pub struct DatasetRow {
 pub struct ShardInfo {
     pub file: String,
     pub rows: usize,
+    /// sha256 of the shard file, checked by `georag datasets verify`.
+    #[serde(default)]
+    pub sha256: Option<String>,
 }
 
 /// `manifest.json` of a dataset directory.
@@ -56,6 +59,16 @@ pub struct Manifest {
     pub shards: Vec<ShardInfo>,
     /// Where the data came from (generator parameters, source files).
     pub provenance: serde_json::Value,
+    /// How pixels are produced from the stored bytes (part of the fingerprint).
+    #[serde(default)]
+    pub decode_policy: Option<String>,
+    /// Directory that `image_path` entries are relative to (reference storage); `None` = the
+    /// dataset directory.
+    #[serde(default)]
+    pub image_root: Option<String>,
+    /// Validation summary written by `georag prepare`: counts per reason, examples, policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<serde_json::Value>,
 }
 
 /// Error of the shard layer.
@@ -111,8 +124,44 @@ impl ShardWriter {
             pending: Vec::with_capacity(shard_rows),
             shards: Vec::new(),
             n_rows: 0,
-            fp: Fingerprint::new(MANIFEST_SCHEMA),
+            fp: Self::initial_fingerprint(),
         })
+    }
+
+    fn initial_fingerprint() -> Fingerprint {
+        let mut fp = Fingerprint::new(MANIFEST_SCHEMA);
+        fp.field(crate::decode::DECODE_POLICY);
+        fp
+    }
+
+    /// Continue a dataset whose first `shards` were written by an interrupted run: their rows are
+    /// read back (for the fingerprint) and returned, and later shard files are overwritten.
+    pub fn resume(dir: &Path, name: &str, shard_rows: usize, shards: Vec<ShardInfo>) -> Result<(Self, Vec<DatasetRow>), ShardError> {
+        let mut w = ShardWriter::new(dir, name, shard_rows)?;
+        let partial = Dataset { dir: dir.to_path_buf(), manifest: Manifest {
+            schema: MANIFEST_SCHEMA.into(), name: name.into(), fingerprint: String::new(), n_rows: 0, shard_rows,
+            shards: shards.clone(), provenance: serde_json::Value::Null, decode_policy: None, image_root: None, validation: None,
+        } };
+        let mut rows = Vec::new();
+        for i in 0..shards.len() {
+            for r in partial.read_shard(i)? {
+                w.fp.field(&r.id).field(r.lat.to_le_bytes()).field(r.lon.to_le_bytes()).field(&r.sha256);
+                w.n_rows += 1;
+                rows.push(r);
+            }
+        }
+        w.shards = shards;
+        Ok((w, rows))
+    }
+
+    /// Shards written so far.
+    pub fn shards(&self) -> &[ShardInfo] {
+        &self.shards
+    }
+
+    /// Rows pushed but not yet in a shard file.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
     }
 
     pub fn push(&mut self, row: DatasetRow) -> Result<(), ShardError> {
@@ -133,13 +182,24 @@ impl ShardWriter {
         let path = self.dir.join(&file);
         let batch = rows_to_batch(&self.pending);
         pq::write(&path, schema(), &[batch], &["image"])?;
-        self.shards.push(ShardInfo { file, rows: self.pending.len() });
+        let bytes = std::fs::read(&path).map_err(|source| ShardError::Manifest { path: path.clone(), source })?;
+        self.shards.push(ShardInfo { file, rows: self.pending.len(), sha256: Some(crate::util::fingerprint::sha256_hex(&bytes)) });
         self.pending.clear();
         Ok(())
     }
 
     /// Write the last shard and the manifest.
-    pub fn finish(mut self, provenance: serde_json::Value) -> Result<Manifest, ShardError> {
+    pub fn finish(self, provenance: serde_json::Value) -> Result<Manifest, ShardError> {
+        self.finish_with(provenance, None, None)
+    }
+
+    /// Write the last shard and the manifest, with an image root and a validation summary.
+    pub fn finish_with(
+        mut self,
+        provenance: serde_json::Value,
+        image_root: Option<String>,
+        validation: Option<serde_json::Value>,
+    ) -> Result<Manifest, ShardError> {
         self.flush()?;
         let manifest = Manifest {
             schema: MANIFEST_SCHEMA.to_string(),
@@ -149,6 +209,9 @@ impl ShardWriter {
             shard_rows: self.shard_rows,
             shards: self.shards.clone(),
             provenance,
+            decode_policy: Some(crate::decode::DECODE_POLICY.to_string()),
+            image_root,
+            validation,
         };
         atomic::write_json(&self.dir.join(MANIFEST_FILE), &manifest)?;
         Ok(manifest)
@@ -235,11 +298,15 @@ impl Dataset {
         Ok(out)
     }
 
-    /// The image bytes of a row: inline, or read from `image_path` relative to the dataset.
+    /// The image bytes of a row: inline, or read from `image_path` relative to the manifest's
+    /// image root (or the dataset directory).
     pub fn image_bytes(&self, row: &DatasetRow) -> Result<Vec<u8>, std::io::Error> {
         match (&row.image, &row.image_path) {
             (Some(b), _) => Ok(b.clone()),
-            (None, Some(p)) => std::fs::read(self.dir.join(p)),
+            (None, Some(p)) => {
+                let root = self.manifest.image_root.as_ref().map(PathBuf::from).unwrap_or_else(|| self.dir.clone());
+                std::fs::read(root.join(p))
+            }
             (None, None) => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "row has neither image bytes nor image_path")),
         }
     }
@@ -273,6 +340,7 @@ mod tests {
         let m = w.finish(serde_json::json!({"test": true})).unwrap();
         assert_eq!(m.n_rows, 10);
         assert_eq!(m.shards.iter().map(|s| s.rows).collect::<Vec<_>>(), vec![4, 4, 2]);
+        assert!(m.shards.iter().all(|s| s.sha256.as_ref().is_some_and(|h| h.len() == 64)));
         let d = Dataset::open(&dir).unwrap();
         let back: Vec<DatasetRow> = (0..3).flat_map(|i| d.read_shard(i).unwrap()).collect();
         assert_eq!(back, (0..10).map(row).collect::<Vec<_>>());

@@ -29,7 +29,11 @@ impl Progress {
             b
         });
         if bar.is_none() && !quiet {
-            eprintln!("[georag] {label}: {total} items");
+            if total > 0 {
+                eprintln!("[georag] {label}: {total} items");
+            } else {
+                eprintln!("[georag] {label}: started (total not known in advance)");
+            }
         }
         Progress { label: label.to_string(), total, bar, done: AtomicU64::new(0), next_log: AtomicU64::new(1), start: Instant::now() }
     }
