@@ -61,6 +61,8 @@ pub enum IndexError {
     Dim { got: usize, want: usize },
     #[error("no database vector could be indexed (all {0} rows failed to decode)")]
     Empty(usize),
+    #[error("exclude list {path}: {message}")]
+    Exclude { path: PathBuf, message: String },
 }
 
 /// One hit: index row and inner-product score.
@@ -82,6 +84,49 @@ pub trait VectorIndex: Send {
     fn search(&mut self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, IndexError>;
 }
 
+/// Exact inner-product search by brute force: the reference every other [`VectorIndex`] is
+/// checked against (see the conformance tests), and a dependency-free index for small sets.
+pub struct BruteForce {
+    dim: usize,
+    data: Vec<f32>,
+}
+
+impl BruteForce {
+    pub fn new(dim: usize, data: Vec<f32>) -> Self {
+        assert!(dim > 0 && data.len() % dim == 0, "data must hold whole vectors");
+        BruteForce { dim, data }
+    }
+}
+
+impl VectorIndex for BruteForce {
+    fn len(&self) -> usize {
+        self.data.len() / self.dim
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn search(&mut self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, IndexError> {
+        if queries.len() % self.dim != 0 {
+            return Err(IndexError::Dim { got: queries.len(), want: self.dim });
+        }
+        Ok(queries
+            .chunks(self.dim)
+            .map(|q| {
+                let mut hits: Vec<Hit> = self
+                    .data
+                    .chunks(self.dim)
+                    .enumerate()
+                    .map(|(row, v)| Hit { row, score: v.iter().zip(q).map(|(a, b)| a * b).sum() })
+                    .collect();
+                // Best first; ties by row, as FAISS's flat index orders them.
+                hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+                hits.truncate(k);
+                hits
+            })
+            .collect())
+    }
+}
+
 /// Database row of each index row.
 #[derive(Clone, Debug, Default)]
 pub struct RowMap {
@@ -101,6 +146,16 @@ fn faiss_err<'a>(op: &'static str, factory: &'a str) -> impl Fn(faiss::error::Er
 }
 
 impl FaissIndex {
+    /// An index from a factory string over `data` (row-major unit vectors), trained on all of it.
+    pub fn build(factory: &str, dim: usize, data: &[f32]) -> Result<Self, IndexError> {
+        let mut index = faiss::index_factory(dim as u32, factory, MetricType::InnerProduct).map_err(faiss_err("index_factory", factory))?;
+        if !index.is_trained() {
+            index.train(data).map_err(faiss_err("train", factory))?;
+        }
+        index.add(data).map_err(faiss_err("add", factory))?;
+        Ok(FaissIndex { index, factory: factory.to_string() })
+    }
+
     /// Set nprobe on IVF indexes (also when wrapped in a pre-transform); a no-op otherwise.
     pub fn set_nprobe(&mut self, nprobe: usize) -> Result<(), IndexError> {
         if self.factory.contains("IVF") {
@@ -254,4 +309,72 @@ fn read_rowmap(path: &Path) -> Result<RowMap, IndexError> {
         m.lon.extend(lon.values().iter().copied());
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod conformance {
+    //! One suite run against every `VectorIndex` implementation (exact ones must agree with the
+    //! brute-force reference; approximate ones must keep the contract).
+    use super::*;
+
+    fn data(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut r = Rng::new(seed);
+        let mut v: Vec<f32> = (0..n * d).map(|_| r.normal() as f32).collect();
+        for row in v.chunks_mut(d) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    }
+
+    fn contract(index: &mut dyn VectorIndex, db: &[f32], exact: bool) {
+        let d = index.dim();
+        let q = data(20, d, 9);
+        let hits = index.search(&q, 5).unwrap();
+        assert_eq!(hits.len(), 20);
+        let mut reference = BruteForce::new(d, db.to_vec());
+        let want = reference.search(&q, 5).unwrap();
+        for (h, w) in hits.iter().zip(&want) {
+            assert_eq!(h.len(), 5);
+            assert!(h.windows(2).all(|p| p[0].score >= p[1].score - 1e-6), "best first");
+            assert!(h.iter().all(|x| x.row < index.len()));
+            if exact {
+                assert_eq!(h.iter().map(|x| x.row).collect::<Vec<_>>(), w.iter().map(|x| x.row).collect::<Vec<_>>());
+                for (a, b) in h.iter().zip(w) {
+                    assert!((a.score - b.score).abs() < 1e-4);
+                }
+            }
+        }
+        // A vector from the index finds itself first with score ~1 (exact indexes).
+        let self_hit = index.search(&db[3 * d..4 * d], 1).unwrap();
+        if exact {
+            assert_eq!(self_hit[0][0].row, 3);
+            assert!((self_hit[0][0].score - 1.0).abs() < 1e-4);
+        }
+        // Asking for more than the index holds returns what there is.
+        assert!(index.search(&q[..d], index.len() + 10).unwrap()[0].len() <= index.len());
+        // A wrong query length is an error, not a panic.
+        assert!(index.search(&q[..d - 1], 1).is_err());
+        assert!(index.search(&[], 3).unwrap().is_empty());
+    }
+
+    #[test]
+    fn brute_force() {
+        let db = data(300, 16, 1);
+        contract(&mut BruteForce::new(16, db.clone()), &db, true);
+    }
+
+    #[test]
+    fn faiss_flat_is_exact() {
+        let db = data(300, 16, 1);
+        contract(&mut FaissIndex::build("Flat", 16, &db).unwrap(), &db, true);
+    }
+
+    #[test]
+    fn faiss_ivf_pq_keeps_the_contract() {
+        let db = data(2000, 16, 1);
+        let mut ix = FaissIndex::build("IVF8,PQ4np", 16, &db).unwrap();
+        ix.set_nprobe(8).unwrap();
+        contract(&mut ix, &db, false);
+    }
 }

@@ -139,8 +139,13 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
     })?;
 
     let methods: Vec<(String, Box<dyn crate::select::Selector>)> = cfg.methods.iter().map(|m| (m.name(), m.build())).collect();
+    let exclude_sha = match &cfg.retrieval.exclude {
+        Some(p) => Some(std::fs::read(p).map(|b| crate::util::fingerprint::sha256_hex(&b)).map_err(|source| atomic::AtomicWriteError { path: p.clone(), source })?),
+        None => None,
+    };
     let pred_fp = Fingerprint::new("predictions/1")
         .field(&built.fingerprint)
+        .json(&exclude_sha)
         .field(&q_emb.dir.to_string_lossy().into_owned())
         .json(&cfg.index.nprobe)
         .json(&cfg.retrieval)

@@ -3,14 +3,16 @@
 //! Img2Loc and DSO-MultiLM).
 //!
 //! Invariants: neighbours are ordered best first; a database photo with the query's own id is
-//! never returned when `exclude_same_id` is set (leakage control); a query whose embedding failed
-//! gets no neighbours and its methods report `decode_failed`.
+//! never returned when `exclude_same_id` is set, nor a pair listed in the `exclude` file (the
+//! leakage report of `georag prepare --against`); a query whose embedding failed gets no
+//! neighbours and its methods report `decode_failed`.
 
 use crate::embed::Embeddings;
 use crate::index::{IndexError, RowMap, VectorIndex};
 use crate::record::{LatLon, Status};
 use crate::util::progress::Progress;
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
 /// Retrieval settings (`retrieval:` in the config).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,11 +24,14 @@ pub struct RetrievalSpec {
     pub dissimilar_k: usize,
     /// Drop database photos whose id equals the query's id.
     pub exclude_same_id: bool,
+    /// A `leakage.csv` written by `georag prepare --against` (columns query_id, db_id): those
+    /// database photos are never retrieved for those queries.
+    pub exclude: Option<std::path::PathBuf>,
 }
 
 impl Default for RetrievalSpec {
     fn default() -> Self {
-        RetrievalSpec { k: 32, dissimilar_k: 0, exclude_same_id: true }
+        RetrievalSpec { k: 32, dissimilar_k: 0, exclude_same_id: true, exclude: None }
     }
 }
 
@@ -50,6 +55,21 @@ pub struct QueryNeighbours {
     pub dissimilar: Vec<Neighbour>,
 }
 
+/// Read an exclude list: `query_id -> {db_id}` from a CSV with `query_id` and `db_id` columns.
+pub fn read_exclude(path: &std::path::Path) -> Result<HashMap<String, HashSet<String>>, IndexError> {
+    let bad = |message: String| IndexError::Exclude { path: path.to_path_buf(), message };
+    let mut rd = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+    let h = rd.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let col = |name: &str| h.iter().position(|c| c == name).ok_or_else(|| bad(format!("no `{name}` column")));
+    let (qi, di) = (col("query_id")?, col("db_id")?);
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    for (n, rec) in rd.records().enumerate() {
+        let rec = rec.map_err(|e| bad(format!("row {}: {e}", n + 1)))?;
+        out.entry(rec[qi].to_string()).or_default().insert(rec[di].to_string());
+    }
+    Ok(out)
+}
+
 /// Retrieve neighbours for every query, in query order.
 pub fn retrieve(
     spec: &RetrievalSpec,
@@ -62,8 +82,12 @@ pub fn retrieve(
     let ok: Vec<usize> = (0..queries.len()).filter(|&i| queries.status[i] == Status::Ok).collect();
     let mut similar: Vec<Vec<Neighbour>> = vec![Vec::new(); queries.len()];
     let mut dissimilar: Vec<Vec<Neighbour>> = vec![Vec::new(); queries.len()];
-    // Over-fetch by one so that excluding the query itself still leaves k.
-    let extra = usize::from(spec.exclude_same_id);
+    let exclude = match &spec.exclude {
+        Some(p) => read_exclude(p)?,
+        None => HashMap::new(),
+    };
+    // Over-fetch so that exclusions still leave k neighbours.
+    let extra = usize::from(spec.exclude_same_id) + exclude.values().map(HashSet::len).max().unwrap_or(0);
     let progress = Progress::new("retrieve", ok.len() as u64);
     for chunk in ok.chunks(search_batch.max(1)) {
         let mut x = Vec::with_capacity(chunk.len() * d);
@@ -73,6 +97,7 @@ pub fn retrieve(
         let to_neighbours = |q: usize, hits: Vec<crate::index::Hit>, k: usize| -> Vec<Neighbour> {
             hits.into_iter()
                 .filter(|h| !(spec.exclude_same_id && rows.ids[h.row] == queries.ids[q]))
+                .filter(|h| !exclude.get(&queries.ids[q]).is_some_and(|ex| ex.contains(&rows.ids[h.row])))
                 .take(k)
                 .map(|h| Neighbour {
                     id: rows.ids[h.row].clone(),
@@ -119,4 +144,45 @@ pub fn retrieve(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::BruteForce;
+    use std::path::PathBuf;
+
+    fn emb(ids: &[&str], vecs: &[[f32; 2]]) -> Embeddings {
+        Embeddings {
+            dim: 2,
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+            lat: (0..ids.len()).map(|i| i as f64).collect(),
+            lon: vec![0.0; ids.len()],
+            status: vec![Status::Ok; ids.len()],
+            errors: vec![None; ids.len()],
+            vectors: vecs.iter().flatten().copied().collect(),
+            dir: PathBuf::new(),
+        }
+    }
+
+    /// Same-id and exclude-list leakage controls, and dissimilar neighbours from the negated query.
+    #[test]
+    fn exclusions_and_dissimilar_neighbours() {
+        let db = emb(&["a", "b", "c", "d"], &[[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [-1.0, 0.0]]);
+        let rows = RowMap { ids: db.ids.clone(), lat: db.lat.clone(), lon: db.lon.clone() };
+        let mut index = BruteForce::new(2, db.vectors.clone());
+        let q = emb(&["a", "q2"], &[[1.0, 0.0], [1.0, 0.0]]);
+        let dir = std::env::temp_dir().join(format!("georag-excl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ex = dir.join("leakage.csv");
+        std::fs::write(&ex, "query_id,db_id,kind,distance_km\nq2,a,same_image,\n").unwrap();
+        let spec = RetrievalSpec { k: 2, dissimilar_k: 1, exclude_same_id: true, exclude: Some(ex) };
+        let n = retrieve(&spec, &mut index, &rows, &q, 10).unwrap();
+        let ids = |v: &[Neighbour]| v.iter().map(|n| n.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&n[0].similar), vec!["b", "c"], "query `a` must not retrieve itself");
+        assert_eq!(ids(&n[1].similar), vec!["b", "c"], "excluded pair (q2, a) must not be retrieved");
+        assert_eq!(ids(&n[1].dissimilar), vec!["d"]);
+        assert!((n[1].dissimilar[0].score - -1.0).abs() < 1e-6, "dissimilar score is the cosine with the query");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
