@@ -886,6 +886,7 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
                     let o = o?;
                     c.commit(o, |s| format!("tar entry #{s}"))?;
                 }
+                progress.set_message(format!("{} quarantined", c.state.tally.n_quarantined()));
                 progress.inc(n);
             }
             if done {
@@ -940,6 +941,7 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
             for o in outcomes {
                 c.commit(o?, |s| format!("data row {}", s + 1))?;
             }
+            progress.set_message(format!("{} quarantined", c.state.tally.n_quarantined()));
             progress.inc(n);
         }
         progress.finish();
@@ -977,6 +979,7 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
                 let locs: Vec<String> = chunk.iter().map(|p| format!("file {}", p.to_string_lossy())).collect();
                 c.commit(o?, |s| locs.get((s - base) as usize).cloned().unwrap_or_else(|| format!("file #{s}")))?;
             }
+            progress.set_message(format!("{} quarantined", c.state.tally.n_quarantined()));
             progress.inc(chunk.len() as u64);
         }
         progress.finish();

@@ -13,6 +13,7 @@ pub struct Progress {
     done: AtomicU64,
     next_log: AtomicU64,
     start: Instant,
+    message: std::sync::Mutex<String>,
 }
 
 impl Progress {
@@ -21,7 +22,7 @@ impl Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             b.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta}) {msg}")
                     .expect("static template")
                     .progress_chars("=> "),
             );
@@ -35,7 +36,7 @@ impl Progress {
                 eprintln!("[georag] {label}: started (total not known in advance)");
             }
         }
-        Progress { label: label.to_string(), total, bar, done: AtomicU64::new(0), next_log: AtomicU64::new(1), start: Instant::now() }
+        Progress { label: label.to_string(), total, bar, done: AtomicU64::new(0), next_log: AtomicU64::new(1), start: Instant::now(), message: Default::default() }
     }
 
     pub fn inc(&self, n: u64) {
@@ -46,8 +47,20 @@ impl Progress {
             // Plain lines at every quarter.
             let q = self.next_log.load(Ordering::Relaxed);
             if q <= 3 && done * 4 >= q * self.total && self.next_log.compare_exchange(q, q + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                eprintln!("[georag] {}: {done}/{} ({}%)", self.label, self.total, done * 100 / self.total);
+                let msg = self.message.lock().map(|m| m.clone()).unwrap_or_default();
+                let rate = done as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+                eprintln!("[georag] {}: {done}/{} ({}%, {rate:.0}/s) {msg}", self.label, self.total, done * 100 / self.total);
             }
+        }
+    }
+
+    /// A short status shown after the bar (e.g. "12 quarantined"); plain mode prints it with the
+    /// next progress line.
+    pub fn set_message(&self, msg: String) {
+        if let Some(b) = &self.bar {
+            b.set_message(msg);
+        } else {
+            *self.message.lock().expect("progress message lock") = msg;
         }
     }
 
@@ -58,7 +71,8 @@ impl Progress {
             b.finish_and_clear();
         }
         if std::env::var_os("GEORAG_QUIET").is_none() {
-            eprintln!("[georag] {}: done, {} items in {secs:.1} s", self.label, self.done.load(Ordering::Relaxed));
+            let msg = self.message.lock().map(|m| m.clone()).unwrap_or_default();
+            eprintln!("[georag] {}: done, {} items in {secs:.1} s {msg}", self.label, self.done.load(Ordering::Relaxed));
         }
         secs
     }
