@@ -136,3 +136,50 @@ fn synthetic_splits_are_disjoint_draws_of_one_world() {
     let w = georag::ingest::synthetic::World::new(&Default::default());
     assert_ne!(w.photo(Split::Database, 3).id, w.photo(Split::Queries, 3).id);
 }
+
+/// A query set prepared from files (JPEGs on disk + a CSV, through `georag prepare`) runs against
+/// the synthetic database through `{kind: shards}`; a corrupt query photo is quarantined by
+/// prepare, and one that the config points at directly is a counted failure, not an abort.
+#[test]
+fn prepared_query_set_runs_through_shards() {
+    use georag::ingest::synthetic::{Split, World};
+    let dir = workdir("shards");
+    let images = dir.join("photos");
+    std::fs::create_dir_all(&images).unwrap();
+    let world = World::new(&Default::default());
+    let mut csv = String::from("IMG_ID,LAT,LON\n");
+    for i in 0..40 {
+        let r = world.photo(Split::Queries, i);
+        let name = format!("{}.jpg", r.id);
+        std::fs::write(images.join(&name), r.image.unwrap()).unwrap();
+        csv.push_str(&format!("{name},{},{}\n", r.lat, r.lon));
+    }
+    std::fs::write(images.join("broken.jpg"), b"\xFF\xD8\xFF\xE0 not really").unwrap();
+    csv.push_str("broken.jpg,10,10\n");
+    std::fs::write(dir.join("q.csv"), csv).unwrap();
+    let prepared = dir.join("prepared");
+    let o = georag(&["prepare", "folder", "--metadata", dir.join("q.csv").to_str().unwrap(), "--images", images.to_str().unwrap(), "--out", prepared.to_str().unwrap(), "--store", "reference"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("41 input rows -> 40 kept"), "{}", String::from_utf8_lossy(&o.stdout));
+    // Break one kept photo after prepare: the run must count it, not stop.
+    std::fs::write(images.join("q-000007.jpg"), b"gone bad").unwrap();
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "name: s\ncache_dir: {}\ndatabase: {{kind: synthetic, split: database, n: 600, shard_rows: 256}}\nqueries: {{kind: shards, dir: {}}}\nencoder: {{kind: im2gps}}\nindex: {{factory: Flat}}\nmethods: [{{kind: nearest}}]\n",
+            dir.join("cache").display(),
+            prepared.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let o = georag(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "a run with a failed sample exits 2: {}", String::from_utf8_lossy(&o.stderr));
+    let m = MetricsFile::read(&out.join("metrics.json")).unwrap();
+    assert_eq!((m.rows[0].n_expected, m.rows[0].n_answered), (40, 39));
+    assert_eq!(m.rows[0].failures_by_status.get("decode_failed"), Some(&1));
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["failures"]["queries/decode_failed"], 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
