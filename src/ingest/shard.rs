@@ -6,13 +6,23 @@
 //!   `sha256` (utf8, of the image bytes), `author` (utf8, nullable), `meta` (utf8 JSON, nullable);
 //! - `manifest.json` (schema `georag.dataset/v1`), written last.
 //!
-//! Invariants: each shard holds exactly `shard_rows` rows except the last; each shard and the
-//! manifest are written atomically, and the manifest only after every shard it lists, so a
+//! Invariants: each shard holds exactly `shard_rows` rows except the last, written as row groups
+//! of [`ROW_GROUP_ROWS`] so that memory stays bounded whatever the image sizes; each shard's
+//! sha256 is computed while it is written; each shard and the manifest are written atomically, and the manifest only after every shard it lists, so a
 //! directory with a manifest is complete. The dataset fingerprint is a digest of every row's id,
 //! coordinates and image hash, in order.
 
 use crate::util::fingerprint::Fingerprint;
 use crate::util::pq::{self, ParquetError};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::Write;
 use crate::util::atomic;
 use arrow::array::{Array, ArrayRef, BinaryArray, Float64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -101,12 +111,43 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-/// Streams rows into fixed-size shards.
+/// Rows per Parquet row group: the writer holds at most this many rows in memory, so a shard of
+/// thousands of inline photos never sits in memory whole.
+pub const ROW_GROUP_ROWS: usize = 256;
+
+/// A `Write` that hashes what passes through it (the shard checksum, computed while writing).
+struct HashingFile {
+    file: File,
+    hasher: Sha256,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// The shard being written: a Parquet writer on a temporary file.
+struct OpenShard {
+    writer: ArrowWriter<HashingFile>,
+    tmp: PathBuf,
+    path: PathBuf,
+    file: String,
+    rows: usize,
+}
+
+/// Streams rows into fixed-size shards, one row group of [`ROW_GROUP_ROWS`] at a time.
 pub struct ShardWriter {
     dir: PathBuf,
     name: String,
     shard_rows: usize,
     pending: Vec<DatasetRow>,
+    open: Option<OpenShard>,
     shards: Vec<ShardInfo>,
     n_rows: usize,
     fp: Fingerprint,
@@ -121,7 +162,8 @@ impl ShardWriter {
             dir: dir.to_path_buf(),
             name: name.to_string(),
             shard_rows,
-            pending: Vec::with_capacity(shard_rows),
+            pending: Vec::with_capacity(ROW_GROUP_ROWS.min(shard_rows)),
+            open: None,
             shards: Vec::new(),
             n_rows: 0,
             fp: Self::initial_fingerprint(),
@@ -134,24 +176,21 @@ impl ShardWriter {
         fp
     }
 
-    /// Continue a dataset whose first `shards` were written by an interrupted run: their rows are
-    /// read back (for the fingerprint) and returned, and later shard files are overwritten.
-    pub fn resume(dir: &Path, name: &str, shard_rows: usize, shards: Vec<ShardInfo>) -> Result<(Self, Vec<DatasetRow>), ShardError> {
+    /// Continue a dataset whose first `shards` were written by an interrupted run: their keys
+    /// (id, coordinates, image hash; never the image bytes) are read back for the fingerprint and
+    /// returned, and later shard files are overwritten.
+    pub fn resume(dir: &Path, name: &str, shard_rows: usize, shards: Vec<ShardInfo>) -> Result<(Self, Vec<RowKey>), ShardError> {
         let mut w = ShardWriter::new(dir, name, shard_rows)?;
-        let partial = Dataset { dir: dir.to_path_buf(), manifest: Manifest {
-            schema: MANIFEST_SCHEMA.into(), name: name.into(), fingerprint: String::new(), n_rows: 0, shard_rows,
-            shards: shards.clone(), provenance: serde_json::Value::Null, decode_policy: None, image_root: None, validation: None,
-        } };
-        let mut rows = Vec::new();
-        for i in 0..shards.len() {
-            for r in partial.read_shard(i)? {
-                w.fp.field(&r.id).field(r.lat.to_le_bytes()).field(r.lon.to_le_bytes()).field(&r.sha256);
+        let mut keys = Vec::new();
+        for s in &shards {
+            for k in read_keys(&dir.join(&s.file))? {
+                w.fp.field(&k.id).field(k.lat.to_le_bytes()).field(k.lon.to_le_bytes()).field(&k.sha256);
                 w.n_rows += 1;
-                rows.push(r);
+                keys.push(k);
             }
         }
         w.shards = shards;
-        Ok((w, rows))
+        Ok((w, keys))
     }
 
     /// Shards written so far.
@@ -159,33 +198,63 @@ impl ShardWriter {
         &self.shards
     }
 
-    /// Rows pushed but not yet in a shard file.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     pub fn push(&mut self, row: DatasetRow) -> Result<(), ShardError> {
         self.fp.field(&row.id).field(row.lat.to_le_bytes()).field(row.lon.to_le_bytes()).field(&row.sha256);
         self.pending.push(row);
         self.n_rows += 1;
-        if self.pending.len() == self.shard_rows {
-            self.flush()?;
+        let in_shard = self.open.as_ref().map_or(0, |o| o.rows) + self.pending.len();
+        if in_shard == self.shard_rows {
+            self.write_group()?;
+            self.close_shard()?;
+        } else if self.pending.len() >= ROW_GROUP_ROWS {
+            self.write_group()?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), ShardError> {
+    /// Write the pending rows as one row group of the open shard (opening it if needed).
+    fn write_group(&mut self) -> Result<(), ShardError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let file = format!("shard-{:05}.parquet", self.shards.len());
-        let path = self.dir.join(&file);
+        if self.open.is_none() {
+            let file = format!("shard-{:05}.parquet", self.shards.len());
+            let path = self.dir.join(&file);
+            let tmp = atomic::temp_for(&path)?;
+            let f = File::create(&tmp).map_err(|source| ShardError::Manifest { path: tmp.clone(), source })?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_column_compression(ColumnPath::from("image"), Compression::UNCOMPRESSED)
+                .build();
+            let writer = ArrowWriter::try_new(HashingFile { file: f, hasher: Sha256::new() }, schema(), Some(props))
+                .map_err(|source| ParquetError::Parquet { path: path.clone(), source })?;
+            self.open = Some(OpenShard { writer, tmp, path, file, rows: 0 });
+        }
+        let o = self.open.as_mut().expect("opened above");
         let batch = rows_to_batch(&self.pending);
-        pq::write(&path, schema(), &[batch], &["image"])?;
-        let bytes = std::fs::read(&path).map_err(|source| ShardError::Manifest { path: path.clone(), source })?;
-        self.shards.push(ShardInfo { file, rows: self.pending.len(), sha256: Some(crate::util::fingerprint::sha256_hex(&bytes)) });
+        o.writer.write(&batch).map_err(|source| ParquetError::Parquet { path: o.path.clone(), source })?;
+        o.writer.flush().map_err(|source| ParquetError::Parquet { path: o.path.clone(), source })?;
+        o.rows += self.pending.len();
         self.pending.clear();
         Ok(())
+    }
+
+    /// Close the open shard: finish the file, fsync, rename into place, record its checksum.
+    fn close_shard(&mut self) -> Result<(), ShardError> {
+        let Some(o) = self.open.take() else { return Ok(()) };
+        let perr = |source| ShardError::Parquet(ParquetError::Parquet { path: o.path.clone(), source });
+        let inner = o.writer.into_inner().map_err(perr)?;
+        let sha = hex::encode(inner.hasher.finalize());
+        inner.file.sync_all().map_err(|source| ShardError::Manifest { path: o.tmp.clone(), source })?;
+        drop(inner.file);
+        std::fs::rename(&o.tmp, &o.path).map_err(|source| ShardError::Manifest { path: o.path.clone(), source })?;
+        self.shards.push(ShardInfo { file: o.file, rows: o.rows, sha256: Some(sha) });
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ShardError> {
+        self.write_group()?;
+        self.close_shard()
     }
 
     /// Write the last shard and the manifest.
@@ -230,6 +299,37 @@ fn rows_to_batch(rows: &[DatasetRow]) -> RecordBatch {
         Arc::new(StringArray::from_iter(rows.iter().map(|r| r.meta.as_deref()))),
     ];
     RecordBatch::try_new(schema(), cols).expect("columns match the shard schema")
+}
+
+/// The identity of a row without its image: what resume and verification need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowKey {
+    pub id: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub sha256: String,
+}
+
+/// Read only the id, coordinates and image hash of a shard (a column projection: image bytes
+/// are never read).
+pub fn read_keys(path: &Path) -> Result<Vec<RowKey>, ShardError> {
+    let perr = |source| ShardError::Parquet(ParquetError::Parquet { path: path.to_path_buf(), source });
+    let f = File::open(path).map_err(|source| ShardError::Manifest { path: path.to_path_buf(), source })?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(perr)?;
+    let mask = ProjectionMask::columns(b.parquet_schema(), ["id", "lat", "lon", "sha256"]);
+    let reader = b.with_projection(mask).build().map_err(perr)?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|source| ShardError::Parquet(ParquetError::Arrow { path: path.to_path_buf(), source }))?;
+        let id = pq::column::<StringArray>(path, &batch, "id")?;
+        let lat = pq::column::<Float64Array>(path, &batch, "lat")?;
+        let lon = pq::column::<Float64Array>(path, &batch, "lon")?;
+        let sha = pq::column::<StringArray>(path, &batch, "sha256")?;
+        for r in 0..batch.num_rows() {
+            out.push(RowKey { id: id.value(r).to_string(), lat: lat.value(r), lon: lon.value(r), sha256: sha.value(r).to_string() });
+        }
+    }
+    Ok(out)
 }
 
 /// An opened dataset directory.
