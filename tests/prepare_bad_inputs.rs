@@ -326,6 +326,10 @@ fn exif_gps_folder() {
     std::fs::write(images.join("sydney.jpg"), jpeg(1, Some(exif_block(1, Some(((33, 51, 54), b'S', (151, 12, 36), b'E')))))).unwrap();
     std::fs::write(images.join("ny.jpg"), jpeg(2, Some(exif_block(1, Some(((40, 42, 46), b'N', (74, 0, 22), b'W')))))).unwrap();
     std::fs::write(images.join("nogps.jpg"), jpeg(3, None)).unwrap();
+    // A file name that is not valid UTF-8 (possible on Linux file systems).
+    use std::os::unix::ffi::OsStrExt;
+    let bad_name = std::ffi::OsStr::from_bytes(b"bad\xFFname.jpg");
+    std::fs::write(images.join(bad_name), jpeg(4, Some(exif_block(1, Some(((1, 0, 0), b'N', (1, 0, 0), b'E')))))).unwrap();
     let folder = DatasetDef::load("folder").unwrap();
     let out = dir.join("out");
     let p = prepare::prepare(&folder, &PrepareOptions { images: vec![images], out: out.clone(), ..Default::default() }).unwrap();
@@ -334,7 +338,10 @@ fn exif_gps_folder() {
     assert!((syd.lat - -(33.0 + 51.0 / 60.0 + 54.0 / 3600.0)).abs() < 1e-9 && (syd.lon - (151.0 + 12.0 / 60.0 + 36.0 / 3600.0)).abs() < 1e-9, "{syd:?}");
     let ny = rows.iter().find(|r| r.id == "ny.jpg").unwrap();
     assert!(ny.lat > 40.7 && ny.lon < -74.0, "{ny:?}");
-    assert_eq!(p.manifest.validation.unwrap()["quarantined_by_reason"]["missing_coordinates"], 1);
+    let v = p.manifest.validation.unwrap();
+    assert_eq!(v["quarantined_by_reason"]["missing_coordinates"], 1);
+    assert_eq!(v["quarantined_by_reason"]["invalid_utf8"], 1);
+    assert_eq!(v["input_rows"], 4);
 }
 
 /// Tar (streamed) and zip sources give the same rows as the directory they were made from.
