@@ -341,9 +341,10 @@ pub struct SyntheticSpec {
 }
 
 impl SyntheticSpec {
-    /// Fingerprint of the generator output, known before generating (cache key).
+    /// Fingerprint of the generator output, known before generating (cache key). The decode
+    /// policy is part of it because it is part of the manifest fingerprint of what is generated.
     pub fn fingerprint(&self) -> String {
-        Fingerprint::new(GENERATOR_VERSION).json(self).finish()
+        Fingerprint::new(GENERATOR_VERSION).field(crate::decode::DECODE_POLICY).json(self).finish()
     }
 }
 
