@@ -151,3 +151,50 @@ fn worker_from_slurm_environment() {
     let w = Worker::new(1, 3).unwrap();
     assert_eq!((0..7).filter(|&s| w.owns(s)).collect::<Vec<_>>(), vec![1, 4]);
 }
+
+/// `georag embed CONFIG` as a pipeline stage with the tiny random-weight CLIP (real weights
+/// cannot exist in CI) on a small synthetic world: two workers split the shards, the first
+/// leaves the database store incomplete, the second completes it, and `georag run` then reuses
+/// both stores without embedding anything.
+#[test]
+fn embed_config_split_over_two_workers_then_run_reuses_it() {
+    let dir = common::tmp("enc-embed-config");
+    let cfg = format!(
+        r#"
+name: tiny-clip
+cache_dir: {cache}
+database: {{kind: synthetic, split: database, n: 300, shard_rows: 100}}
+queries: {{kind: synthetic, split: queries, n: 40, shard_rows: 100}}
+encoder: {{kind: clip, dir: {model}, batch_size: 16}}
+index: {{factory: "Flat"}}
+methods:
+  - kind: nearest
+"#,
+        cache = dir.join("cache").display(),
+        model = fixtures().join("clip-tiny").display()
+    );
+    let path = dir.join("tiny.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let georag = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_georag")).args(args).env("GEORAG_QUIET", "1").env_remove("SLURM_ARRAY_TASK_ID").output().unwrap()
+    };
+    let p = path.to_str().unwrap();
+    let o = georag(&["embed", p, "--worker", "0", "--workers", "2"]);
+    let s = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{s} {}", String::from_utf8_lossy(&o.stderr));
+    assert!(s.contains("database: 200 images") && s.contains("2 shards written, 2 present") && s.contains("waiting for other workers"), "{s}");
+    // The single query shard belongs to worker 0, so the query store is already complete.
+    assert!(s.contains("queries: 40 images") && s.contains("complete"), "{s}");
+    let o = georag(&["embed", p, "--worker", "1", "--workers", "2"]);
+    let s = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(s.contains("database: 100 images") && s.contains("1 shards written, 3 present, 300 rows, complete"), "{s}");
+    let out = dir.join("run");
+    let o = georag(&["run", p, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    for stage in run["stages"].as_array().unwrap().iter().filter(|s| s["stage"].as_str().unwrap().starts_with("embed")) {
+        assert_eq!(stage["reused"], serde_json::json!(true), "{stage}");
+    }
+    assert_eq!(run["n_database_indexed"], serde_json::json!(300));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
