@@ -198,3 +198,76 @@ methods:
     assert_eq!(run["n_database_indexed"], serde_json::json!(300));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `georag embed --input IMAGE_DIR` (no manifest): the directory becomes a dataset of file
+/// references; a corrupt file is kept as `decode_failed` (exit 2). Uses the weight-free im2gps
+/// encoder and the committed fixture images.
+#[test]
+fn embed_plain_image_directory() {
+    let dir = common::tmp("enc-imgdir");
+    let imgs = dir.join("images");
+    std::fs::create_dir_all(&imgs).unwrap();
+    for f in ["wide.png", "tall.png", "photo.jpg"] {
+        std::fs::copy(fixtures().join("images").join(f), imgs.join(f)).unwrap();
+    }
+    std::fs::write(imgs.join("broken.jpg"), b"\xff\xd8\xff garbage").unwrap();
+    std::fs::write(imgs.join("notes.txt"), b"not an image").unwrap();
+    let out = dir.join("emb");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_georag"))
+        .args(["embed", "--encoder", "im2gps", "--input"])
+        .arg(&imgs)
+        .arg("--out")
+        .arg(&out)
+        .env("GEORAG_QUIET", "1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let ds = Dataset::open(&out.join("input-dataset")).unwrap();
+    assert_eq!(ds.len(), 4, "the .txt file is not an image");
+    let enc = embed::build(&EncoderSpec::Im2gps { params: Default::default() }).unwrap();
+    let (emb, s) = embed::embed_to_dir(&out, &ds, enc.as_ref(), &EmbedOptions::default(), "read").unwrap();
+    assert_eq!(s.shards_written, 0);
+    let emb = emb.unwrap();
+    assert_eq!(emb.ids, vec!["broken.jpg", "photo.jpg", "tall.png", "wide.png"]);
+    assert_eq!(emb.status[0], Status::DecodeFailed);
+    assert!(emb.status[1..].iter().all(|s| *s == Status::Ok));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `georag encode-gps` with GeoCLIP's REAL location weights (from the geoclip wheel cache; skips
+/// with a printed reason without it): Parquet with 512-d unit vectors equal to the library's.
+#[test]
+fn encode_gps_cli_writes_unit_vectors() {
+    let d = std::env::var_os("GEORAG_GEOCLIP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/georag/geoclip"));
+    if !d.join("geoclip/model/weights/location_encoder_weights.pth").is_file() {
+        eprintln!("SKIP: GeoCLIP weights not in {} (run scripts/fetch-geoclip.sh)", d.display());
+        return;
+    }
+    let dir = common::tmp("enc-gps");
+    std::fs::write(dir.join("c.csv"), "id,latitude,longitude\na,48.85,2.35\nb,-33.9,151.2\nc,0,0\n").unwrap();
+    let out = dir.join("gps.parquet");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_georag"))
+        .args(["encode-gps", "--encoder", &format!("geoclip:{}", d.display()), "--coords"])
+        .arg(dir.join("c.csv"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let batches = georag::util::pq::read(&out).unwrap();
+    let b = &batches[0];
+    assert_eq!(b.num_rows(), 3);
+    let list = georag::util::pq::column::<arrow::array::FixedSizeListArray>(&out, b, "vector").unwrap();
+    assert_eq!(list.value_length(), 512);
+    let vals = list.values().as_any().downcast_ref::<arrow::array::Float32Array>().unwrap().values().to_vec();
+    let enc = georag::embed::geoclip::LocationEncoder::load(&d, &candle_core::Device::Cpu).unwrap();
+    let want = enc.encode(&[(48.85, 2.35), (-33.9, 151.2), (0.0, 0.0)]).unwrap();
+    for i in 0..3 {
+        let row = &vals[i * 512..(i + 1) * 512];
+        assert!((cos(row, row) - 1.0).abs() < 1e-4);
+        assert!(cos(row, &want[i * 512..(i + 1) * 512]) > 0.99999);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
