@@ -51,9 +51,8 @@ pub enum Family {
     Siglip,
 }
 
-fn size_field(v: &serde_json::Value, key: &str, path: &Path) -> Result<Option<serde_json::Value>, HfError> {
-    let _ = path;
-    Ok(v.get(key).filter(|x| !x.is_null()).cloned())
+fn size_field(v: &serde_json::Value, key: &str) -> Option<serde_json::Value> {
+    v.get(key).filter(|x| !x.is_null()).cloned()
 }
 
 fn as_u32(v: &serde_json::Value, what: &str, path: &Path) -> Result<u32, HfError> {
@@ -84,7 +83,7 @@ impl Preprocess {
         if resample > 5 {
             return Err(HfError::Config { path: path.to_path_buf(), message: format!("unknown PIL resample code {resample}") });
         }
-        let size = size_field(v, "size", path)?;
+        let size = size_field(v, "size");
         let resize = if !do_resize {
             None
         } else {
@@ -106,7 +105,7 @@ impl Preprocess {
         let default_crop = family == Family::Clip;
         let do_crop: bool = get_or(v, "do_center_crop", default_crop, path)?;
         let crop = if do_crop {
-            Some(match size_field(v, "crop_size", path)? {
+            Some(match size_field(v, "crop_size") {
                 Some(c) => hw(&c, "crop_size", path)?,
                 None => (224, 224),
             })
@@ -134,8 +133,7 @@ impl Preprocess {
         })
     }
 
-    /// Output (height, width) for an input of (width, height) = `dims`, or `None` when it depends
-    /// on the input (no resize and no crop).
+    /// Output (height, width), or `None` when it depends on the input (no exact resize, no crop).
     pub fn output_size(&self) -> Option<(u32, u32)> {
         if let Some(c) = self.crop {
             return Some(c);
@@ -207,7 +205,7 @@ impl Preprocess {
         }
     }
 
-    /// Full preprocessing of one image into `out` (CHW, length 3 * H * W of the output size).
+    /// Full preprocessing of one image: (height, width, CHW values).
     pub fn apply(&self, img: &RgbImage) -> Result<(u32, u32, Vec<f32>), String> {
         let r = self.resize_crop(img)?;
         let (w, h) = r.dimensions();
