@@ -19,7 +19,10 @@ demo: build
 	@echo "Report:  results/demo/report.html   (tables: results/demo/table.md, plots: results/demo/plots/)"
 
 ## The whole test suite (unit, integration, real-data tests that skip without ../shared).
+## scripts/fetch-geoclip.sh fetches the geoclip wheel once (GeoCLIP parity tests; they skip
+## with a printed reason when PyPI is unreachable).
 test: deps
+	@scripts/fetch-geoclip.sh
 	cargo test --release --locked
 
 ## Gate the demo's accuracy against the committed baseline (what CI runs after `make demo`).

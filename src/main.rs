@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use georag::eval::{self, CompareArgs, EvalArgs, ReportArgs};
 use georag::ingest::{def, prepare as prep};
+use georag::embed::{self, EncoderSpec, Worker};
 use georag::{config, gate, metrics::MetricsFile, pipeline};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,166 @@ enum Command {
     /// Paper-style tables (Markdown, CSV, LaTeX, HTML) and plots from runs, with published rows
     /// beside them and a Δ column.
     Report(ReportArgs),
+    /// Embed images only. `georag embed CONFIG`: the database and queries of an experiment, into
+    /// the cache `georag run` reads. `georag embed --encoder hf:MODEL_DIR --input DATASET_DIR
+    /// --out DIR`: one dataset (a directory with manifest.json) with a local Hugging Face
+    /// snapshot (CLIP or SigLIP, from its config.json). Resumable per shard; `--worker I
+    /// --workers N` (or a SLURM array) splits the shards over processes.
+    Embed(EmbedArgs),
+    /// Embed coordinates with GeoCLIP's location tower: `--encoder geoclip:DIR` (the geoclip
+    /// package's weights, e.g. an unpacked wheel), `--coords FILE.csv` (lat/lon columns) or
+    /// `--coords gallery` (the package's 100K gallery); writes Parquet (lat, lon, vector).
+    EncodeGps {
+        #[arg(long)]
+        encoder: String,
+        #[arg(long)]
+        coords: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// `cpu` or `cuda:N`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct EmbedArgs {
+    /// Experiment config (embeds its database and queries).
+    config: Option<PathBuf>,
+    /// Config override, as for `run`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Ad hoc: `hf:MODEL_DIR` (CLIP / SigLIP snapshot) or `im2gps`.
+    #[arg(long, conflicts_with = "config")]
+    encoder: Option<String>,
+    /// Ad hoc: dataset directory (manifest.json + shards, as `georag prepare` writes), or a
+    /// plain image directory (ids = file names, coordinates unknown).
+    #[arg(long, requires = "encoder")]
+    input: Option<PathBuf>,
+    /// Ad hoc: output directory (emb-NNNNN.parquet per dataset shard, done.json last).
+    #[arg(long, requires = "encoder")]
+    out: Option<PathBuf>,
+    /// Ad hoc: device (`cpu`, `cuda:0`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Ad hoc: images per model call.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Ad hoc: model dtype (f32 on CPU; f16/bf16 on CUDA).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// This process's index among `--workers` (default: SLURM_ARRAY_TASK_ID when set).
+    #[arg(long)]
+    worker: Option<usize>,
+    /// Number of processes splitting the shards (default: SLURM_ARRAY_TASK_COUNT when set).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+fn print_embed_stats(label: &str, rows: usize, s: &embed::EmbedStats, complete: bool, dir: &std::path::Path) {
+    let ips = if s.total_s > 0.0 { s.images as f64 / s.total_s } else { 0.0 };
+    println!(
+        "{label}: {} images embedded in {:.2} s ({ips:.1} images/s; model {:.2} s, decode+preprocess {:.2} s overlapped), {} shards written, {} present, {rows} rows{} -> {}",
+        s.images,
+        s.total_s,
+        s.model_s,
+        s.prepare_s,
+        s.shards_written,
+        s.shards_present,
+        if complete { ", complete" } else { ", waiting for other workers" },
+        dir.display()
+    );
+}
+
+fn embed_cmd(a: EmbedArgs) -> Result<ExitCode> {
+    let worker = Worker::resolve(a.worker, a.workers, |k| std::env::var(k).ok())?;
+    if let Some(path) = &a.config {
+        let cfg = config::load(path, &a.sets)?;
+        cfg.validate()?;
+        for r in pipeline::embed_only(&cfg, worker).with_context(|| format!("embedding {}", path.display()))? {
+            print_embed_stats(&r.label, r.rows, &r.stats, r.complete, &r.dir);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(enc), Some(input), Some(out)) = (&a.encoder, &a.input, &a.out) else {
+        anyhow::bail!("give a CONFIG, or --encoder, --input and --out");
+    };
+    let mut spec = if let Some(dir) = enc.strip_prefix("hf:") {
+        EncoderSpec::from_hf_dir(std::path::Path::new(dir))?
+    } else if enc == "im2gps" {
+        EncoderSpec::Im2gps { params: Default::default() }
+    } else {
+        anyhow::bail!("--encoder `{enc}`: expected hf:MODEL_DIR or im2gps");
+    };
+    if let EncoderSpec::Clip { params } | EncoderSpec::Siglip { params } = &mut spec {
+        params.device = a.device.clone();
+        params.batch_size = a.batch_size;
+        params.dtype = serde_yaml::from_str(&a.dtype).with_context(|| format!("--dtype {}: expected f32, f16 or bf16", a.dtype))?;
+    }
+    let encoder = embed::build(&spec)?;
+    let ds = if input.join("manifest.json").exists() {
+        georag::ingest::Dataset::open(input).with_context(|| format!("opening dataset {}", input.display()))?
+    } else {
+        image_dir_dataset(input, &out.join("input-dataset"))?
+    };
+    let opts = embed::EmbedOptions { batch_size: spec.batch_size(), worker, ..Default::default() };
+    let (emb, stats) = embed::embed_to_dir(out, &ds, encoder.as_ref(), &opts, &ds.manifest.name)?;
+    print_embed_stats(&ds.manifest.name, ds.len(), &stats, emb.is_some(), out);
+    if let Some(e) = emb {
+        if e.n_failed() > 0 {
+            eprintln!("georag: {} images failed to decode (status decode_failed in the shards)", e.n_failed());
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An image directory as a dataset (rows point at the files; ids are file names; coordinates are
+/// unknown and recorded as 0, 0), written once into `dir`.
+fn image_dir_dataset(images: &std::path::Path, dir: &std::path::Path) -> Result<georag::ingest::Dataset> {
+    use sha2::Digest;
+    if let Ok(d) = georag::ingest::Dataset::open(dir) {
+        return Ok(d);
+    }
+    let exts = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+    let mut files: Vec<PathBuf> = std::fs::read_dir(images)
+        .with_context(|| format!("reading {}", images.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| exts.contains(&e.to_ascii_lowercase().as_str())))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "{}: no manifest.json and no image files", images.display());
+    let abs = std::fs::canonicalize(images)?;
+    let mut w = georag::ingest::ShardWriter::new(dir, &abs.file_name().unwrap_or_default().to_string_lossy(), 1024)?;
+    for f in &files {
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        w.push(georag::ingest::DatasetRow {
+            id: name.clone(),
+            lat: 0.0,
+            lon: 0.0,
+            image: None,
+            image_path: Some(abs.join(&name).to_string_lossy().into_owned()),
+            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            author: None,
+            meta: None,
+        })?;
+    }
+    w.finish(serde_json::json!({"source": "image directory", "dir": abs, "coordinates": "unknown (0, 0)"}))?;
+    Ok(georag::ingest::Dataset::open(dir)?)
+}
+
+fn encode_gps_cmd(encoder: &str, coords: &str, out: &std::path::Path, device: &str) -> Result<ExitCode> {
+    let dir = encoder.strip_prefix("geoclip:").with_context(|| format!("--encoder `{encoder}`: expected geoclip:DIR"))?;
+    let dir = std::path::Path::new(dir);
+    let dev = embed::hf::device(device)?;
+    let enc = embed::geoclip::LocationEncoder::load(dir, &dev)?;
+    let pts = if coords == "gallery" { embed::geoclip::load_gallery(dir)? } else { embed::geoclip::read_coords(std::path::Path::new(coords))? };
+    let t = std::time::Instant::now();
+    let v = enc.encode(&pts).context("running the location encoder")?;
+    embed::geoclip::write_gps_embeddings(out, &pts, &v)?;
+    println!("{} coordinates -> {} ({:.2} s, 512-d, L2-normalised; encoder {})", pts.len(), out.display(), t.elapsed().as_secs_f64(), enc.fingerprint());
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -217,6 +378,8 @@ fn real_main() -> Result<ExitCode> {
             println!("{}", o.markdown);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Embed(a) => embed_cmd(a),
+        Command::EncodeGps { encoder, coords, out, device } => encode_gps_cmd(&encoder, &coords, &out, &device),
         Command::Report(a) => {
             let o = eval::run_report(&a).context("georag report")?;
             println!("wrote {} files to {}", o.files.len(), a.out.display());

@@ -105,6 +105,32 @@ impl Stages {
     }
 }
 
+/// What `georag embed CONFIG` did for one dataset.
+pub struct EmbedReport {
+    pub label: String,
+    pub dir: PathBuf,
+    pub rows: usize,
+    pub stats: embed::EmbedStats,
+    /// Whether every shard is now present (`done.json` written).
+    pub complete: bool,
+}
+
+/// The embedding stage alone: materialise the database and queries of a config and embed the
+/// shards `worker` owns (all of them by default), as `run` would, then stop.
+pub fn embed_only(cfg: &Config, worker: embed::Worker) -> Result<Vec<EmbedReport>, PipelineError> {
+    let cache = &cfg.cache_dir;
+    let encoder = embed::build(&cfg.encoder)?;
+    let opts = EmbedOptions { batch_size: cfg.encoder.batch_size(), worker, ..EmbedOptions::default() };
+    let mut out = vec![];
+    for (label, spec) in [("database", &cfg.database), ("queries", &cfg.queries)] {
+        let (ds, _) = ingest::materialize(spec, cache)?;
+        let dir = embed::store_dir(cache, encoder.as_ref(), &ds);
+        let (emb, stats) = embed::embed_to_dir(&dir, &ds, encoder.as_ref(), &opts, label)?;
+        out.push(EmbedReport { label: label.into(), dir, rows: ds.len(), stats, complete: emb.is_some() });
+    }
+    Ok(out)
+}
+
 /// Run the whole experiment into `out`.
 pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
     std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
@@ -123,7 +149,7 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
         Ok::<_, PipelineError>((d, reused, Some(fp)))
     })?;
     let encoder = embed::build(&cfg.encoder)?;
-    let opts = EmbedOptions::default();
+    let opts = EmbedOptions { batch_size: cfg.encoder.batch_size(), ..EmbedOptions::default() };
     let db_emb = st.time("embed database", || {
         let (e, reused) = embed::embed_dataset(&db, encoder.as_ref(), cache, &opts, "database")?;
         Ok::<_, PipelineError>((e, reused, Some(encoder.fingerprint().to_string())))

@@ -7,9 +7,18 @@
 //!   with status `decode_failed` and a null vector, never dropped;
 //! - the store directory is `embeddings/<encoder fp>-<dataset fp>/`, one Parquet file per dataset
 //!   shard, each written atomically, and `done.json` last: a run that crashes resumes at the first
-//!   missing shard, and a complete store is reused as is.
+//!   missing shard, and a complete store is reused as is;
+//! - shards can be split over processes ([`Worker`]): each writes only the shards it owns, and
+//!   whoever finds every shard present reads them all and writes `done.json`;
+//! - decode + preprocess ([`Encoder::prepare`]) run on the rayon pool one batch ahead of the
+//!   model, through a bounded channel.
 
+pub mod clip;
+pub mod geoclip;
+pub mod hf;
 pub mod im2gps;
+pub mod preprocess;
+pub mod siglip;
 
 use crate::decode::{self, DecodeError};
 use crate::ingest::{Dataset, ShardError};
@@ -35,6 +44,32 @@ pub trait Encoder: Send + Sync {
     fn fingerprint(&self) -> &str;
     /// Encode a batch; returns `images.len() * dim()` values, row-major, each row unit-norm.
     fn encode_batch(&self, images: &[RgbImage]) -> Result<Vec<f32>, EncodeError>;
+    /// CPU-side preparation of one decoded image (resize, crop, normalise), run on the rayon
+    /// pool ahead of the model. An `Err` is a per-image failure (recorded as `decode_failed`).
+    /// Default: keep the image for [`Encoder::encode_prepared`].
+    fn prepare(&self, image: RgbImage) -> Result<Prepared, String> {
+        Ok(Prepared::Image(image))
+    }
+    /// Encode prepared items (from this encoder's [`Encoder::prepare`]); same output contract as
+    /// [`Encoder::encode_batch`]. Default: encode the kept images.
+    fn encode_prepared(&self, items: Vec<Prepared>) -> Result<Vec<f32>, EncodeError> {
+        let mut images = Vec::with_capacity(items.len());
+        for it in items {
+            match it {
+                Prepared::Image(i) => images.push(i),
+                Prepared::Pixels(_) => {
+                    return Err(EncodeError::Model { encoder: self.name().into(), message: "got pixels, expected images".into() });
+                }
+            }
+        }
+        self.encode_batch(&images)
+    }
+}
+
+/// An image ready for a model: either still an image, or the model's normalised CHW pixels.
+pub enum Prepared {
+    Image(RgbImage),
+    Pixels(Vec<f32>),
 }
 
 /// Encoder choice in the config (`encoder: {kind: im2gps, ...}`).
@@ -46,6 +81,78 @@ pub enum EncoderSpec {
         #[serde(flatten)]
         params: im2gps::Im2gpsParams,
     },
+    /// CLIP vision tower + projection from a local Hugging Face snapshot (ViT-B/32 ... L/14-336,
+    /// StreetCLIP).
+    Clip {
+        #[serde(flatten)]
+        params: HfParams,
+    },
+    /// SigLIP / SigLIP 2 (fixed resolution) vision tower with its attention-pooling head.
+    Siglip {
+        #[serde(flatten)]
+        params: HfParams,
+    },
+    /// GeoCLIP's image tower: its MLP on CLIP ViT-L/14 features (`dir` is the CLIP snapshot).
+    Geoclip {
+        #[serde(flatten)]
+        params: HfParams,
+        /// Directory holding the geoclip package's `image_encoder_mlp_weights.pth` (the
+        /// package's `weights/` folder, or an unpacked wheel).
+        weights: PathBuf,
+    },
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_batch() -> usize {
+    32
+}
+
+/// Where and how a Hugging Face model runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HfParams {
+    /// Local snapshot directory (config.json, preprocessor_config.json, safetensors).
+    pub dir: PathBuf,
+    /// `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` cargo feature).
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// f32 on CPU; f16 / bf16 on CUDA.
+    #[serde(default)]
+    pub dtype: hf::Dtype,
+}
+
+impl HfParams {
+    pub fn new(dir: PathBuf) -> Self {
+        HfParams { dir, device: default_device(), batch_size: default_batch(), dtype: hf::Dtype::F32 }
+    }
+}
+
+impl EncoderSpec {
+    /// Images per model call.
+    pub fn batch_size(&self) -> usize {
+        match self {
+            EncoderSpec::Im2gps { .. } => EmbedOptions::default().batch_size,
+            EncoderSpec::Clip { params } | EncoderSpec::Siglip { params } | EncoderSpec::Geoclip { params, .. } => params.batch_size.max(1),
+        }
+    }
+
+    /// `hf:DIR`: a Hugging Face snapshot whose `config.json` `model_type` says CLIP or SigLIP.
+    pub fn from_hf_dir(dir: &Path) -> Result<EncoderSpec, EncodeError> {
+        let snap = hf::Snapshot::open(dir)?;
+        let params = HfParams::new(dir.to_path_buf());
+        match snap.model_type() {
+            Some(t) if t.starts_with("clip") => Ok(EncoderSpec::Clip { params }),
+            Some(t) if t.starts_with("siglip") => Ok(EncoderSpec::Siglip { params }),
+            other => Err(EncodeError::Config(format!(
+                "{}: model_type {other:?} is not a supported encoder (clip, clip_vision_model, siglip, siglip_vision_model)",
+                snap.config_path().display()
+            ))),
+        }
+    }
 }
 
 /// Error of the embedding stage.
@@ -61,6 +168,8 @@ pub enum EncodeError {
     Parquet(#[from] ParquetError),
     #[error(transparent)]
     Write(#[from] atomic::AtomicWriteError),
+    #[error(transparent)]
+    Hf(#[from] hf::HfError),
     #[error("{path}: embedding store is inconsistent: {message}")]
     Store { path: PathBuf, message: String },
 }
@@ -69,6 +178,9 @@ pub enum EncodeError {
 pub fn build(spec: &EncoderSpec) -> Result<Box<dyn Encoder>, EncodeError> {
     match spec {
         EncoderSpec::Im2gps { params } => Ok(Box::new(im2gps::Im2gpsEncoder::new(params.clone())?)),
+        EncoderSpec::Clip { params } => Ok(Box::new(clip::ClipEncoder::load(params)?)),
+        EncoderSpec::Siglip { params } => Ok(Box::new(siglip::SiglipEncoder::load(params)?)),
+        EncoderSpec::Geoclip { params, weights } => Ok(Box::new(geoclip::GeoclipImageEncoder::load(params, weights)?)),
     }
 }
 
@@ -123,11 +235,56 @@ fn schema(dim: usize) -> SchemaRef {
 pub struct EmbedOptions {
     pub batch_size: usize,
     pub max_pixels: u64,
+    /// Which dataset shards this process embeds.
+    pub worker: Worker,
 }
 
 impl Default for EmbedOptions {
     fn default() -> Self {
-        EmbedOptions { batch_size: 64, max_pixels: decode::DEFAULT_MAX_PIXELS }
+        EmbedOptions { batch_size: 64, max_pixels: decode::DEFAULT_MAX_PIXELS, worker: Worker::ALL }
+    }
+}
+
+/// One of `count` processes that split a dataset's shards: worker `index` embeds the shards
+/// `s` with `s % count == index`, each writing its own files into the shared store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Worker {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Worker {
+    pub const ALL: Worker = Worker { index: 0, count: 1 };
+
+    pub fn new(index: usize, count: usize) -> Result<Worker, EncodeError> {
+        if count == 0 || index >= count {
+            return Err(EncodeError::Config(format!("worker {index} of {count}: need 0 <= worker < workers")));
+        }
+        Ok(Worker { index, count })
+    }
+
+    /// `--worker/--workers` when given, else the SLURM array variables (`SLURM_ARRAY_TASK_ID`
+    /// minus `SLURM_ARRAY_TASK_MIN`, of `SLURM_ARRAY_TASK_COUNT`), else the whole dataset.
+    pub fn resolve(index: Option<usize>, count: Option<usize>, env: impl Fn(&str) -> Option<String>) -> Result<Worker, EncodeError> {
+        match (index, count) {
+            (Some(i), Some(n)) => return Worker::new(i, n),
+            (None, None) => {}
+            _ => return Err(EncodeError::Config("--worker and --workers go together".into())),
+        }
+        let num = |k: &str| -> Result<Option<usize>, EncodeError> {
+            env(k).map(|v| v.trim().parse::<usize>().map_err(|_| EncodeError::Config(format!("{k}={v} is not a number")))).transpose()
+        };
+        match (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
+            (Some(id), Some(n)) => {
+                let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+                Worker::new(id.checked_sub(min).ok_or_else(|| EncodeError::Config(format!("SLURM_ARRAY_TASK_ID {id} < SLURM_ARRAY_TASK_MIN {min}")))?, n)
+            }
+            _ => Ok(Worker::ALL),
+        }
+    }
+
+    pub fn owns(&self, shard: usize) -> bool {
+        shard % self.count == self.index
     }
 }
 
@@ -148,8 +305,21 @@ pub fn store_dir(cache_dir: &Path, encoder: &dyn Encoder, ds: &Dataset) -> PathB
     cache_dir.join("embeddings").join(format!("{}-{}", encoder.fingerprint(), ds.manifest.fingerprint))
 }
 
-/// Embed a dataset, reusing complete or partial stores. Returns the embeddings and whether every
-/// shard was reused.
+/// What one embedding call did.
+#[derive(Clone, Debug, Default)]
+pub struct EmbedStats {
+    pub shards_written: usize,
+    pub shards_present: usize,
+    pub images: usize,
+    /// Wall-clock seconds the model spent (waiting for nothing else).
+    pub model_s: f64,
+    /// Summed wall-clock seconds of the decode + preprocess batches (they overlap the model).
+    pub prepare_s: f64,
+    pub total_s: f64,
+}
+
+/// Embed a dataset into its cache store, reusing complete or partial stores. Returns the
+/// embeddings and whether every shard was reused.
 pub fn embed_dataset(
     ds: &Dataset,
     encoder: &dyn Encoder,
@@ -158,24 +328,49 @@ pub fn embed_dataset(
     label: &str,
 ) -> Result<(Embeddings, bool), EncodeError> {
     let dir = store_dir(cache_dir, encoder, ds);
+    let opts = EmbedOptions { worker: Worker::ALL, ..opts.clone() };
+    let (emb, stats) = embed_to_dir(&dir, ds, encoder, &opts, label)?;
+    let emb = emb.expect("a single worker owns every shard");
+    Ok((emb, stats.shards_written == 0))
+}
+
+/// Embed the shards of `ds` that `opts.worker` owns into `dir` (one `emb-NNNNN.parquet` per
+/// dataset shard, skipping shards already there). When afterwards every shard is present (always
+/// for a single worker), read them all, write `done.json`, and return the embeddings.
+pub fn embed_to_dir(
+    dir: &Path,
+    ds: &Dataset,
+    encoder: &dyn Encoder,
+    opts: &EmbedOptions,
+    label: &str,
+) -> Result<(Option<Embeddings>, EmbedStats), EncodeError> {
+    let t0 = std::time::Instant::now();
     let dim = encoder.dim();
     let done_path = dir.join("done.json");
-    let reused_all = done_path.exists();
-    let progress = Progress::new(&format!("embed {label}"), ds.len() as u64);
-    let mut emb = Embeddings { dim, ids: vec![], lat: vec![], lon: vec![], status: vec![], errors: vec![], vectors: vec![], dir: dir.clone() };
-    for (si, info) in ds.manifest.shards.iter().enumerate() {
-        let path = dir.join(format!("emb-{si:05}.parquet"));
-        if !path.exists() {
+    let shard_path = |si: usize| dir.join(format!("emb-{si:05}.parquet"));
+    let mut stats = EmbedStats::default();
+    if !done_path.exists() {
+        let todo: Vec<usize> = (0..ds.manifest.shards.len()).filter(|&si| opts.worker.owns(si) && !shard_path(si).exists()).collect();
+        let n_todo: usize = todo.iter().map(|&si| ds.manifest.shards[si].rows).sum();
+        let progress = Progress::new(&format!("embed {label}"), n_todo as u64);
+        for si in todo {
             let rows = ds.read_shard(si)?;
-            let batch = embed_rows(ds, &rows, encoder, opts, &progress)?;
-            pq::write(&path, schema(dim), &[batch], &[])?;
-        } else {
-            progress.inc(info.rows as u64);
+            let batch = embed_rows(ds, &rows, encoder, opts, &progress, &mut stats)?;
+            pq::write(&shard_path(si), schema(dim), &[batch], &[])?;
+            stats.shards_written += 1;
         }
-        read_store_shard(&path, dim, info.rows, &mut emb)?;
+        progress.finish();
     }
-    progress.finish();
-    if !reused_all {
+    stats.shards_present = (0..ds.manifest.shards.len()).filter(|&si| shard_path(si).exists()).count();
+    stats.total_s = t0.elapsed().as_secs_f64();
+    if stats.shards_present < ds.manifest.shards.len() {
+        return Ok((None, stats));
+    }
+    let mut emb = Embeddings { dim, ids: vec![], lat: vec![], lon: vec![], status: vec![], errors: vec![], vectors: vec![], dir: dir.to_path_buf() };
+    for (si, info) in ds.manifest.shards.iter().enumerate() {
+        read_store_shard(&shard_path(si), dim, info.rows, &mut emb)?;
+    }
+    if !done_path.exists() {
         atomic::write_json(
             &done_path,
             &Done {
@@ -189,58 +384,90 @@ pub fn embed_dataset(
             },
         )?;
     }
-    Ok((emb, reused_all))
+    Ok((Some(emb), stats))
 }
 
+/// Decode + prepare batches on the rayon pool in a producer thread, feeding the model through a
+/// bounded channel (capacity 1): the CPU prepares batch n+1 while the model runs batch n.
 fn embed_rows(
     ds: &Dataset,
     rows: &[crate::ingest::DatasetRow],
     encoder: &dyn Encoder,
     opts: &EmbedOptions,
     progress: &Progress,
+    stats: &mut EmbedStats,
 ) -> Result<RecordBatch, EncodeError> {
     let dim = encoder.dim();
-    // Decode and encode in parallel batches; a decode failure becomes a status.
-    let chunks: Vec<Result<Vec<(Result<Vec<f32>, String>,)>, EncodeError>> = rows
-        .par_chunks(opts.batch_size.max(1))
-        .map(|chunk| {
-            let decoded: Vec<Result<RgbImage, String>> = chunk
-                .par_iter()
-                .map(|r| {
-                    let bytes = ds.image_bytes(r).map_err(|e| format!("reading image: {e}"))?;
-                    decode::decode_rgb(&bytes, opts.max_pixels).map_err(|e: DecodeError| e.to_string())
-                })
-                .collect();
-            let ok: Vec<RgbImage> = decoded.iter().filter_map(|d| d.as_ref().ok().cloned()).collect();
-            let vecs = encoder.encode_batch(&ok)?;
+    let bs = opts.batch_size.max(1);
+    let mut results: Vec<Result<Vec<f32>, String>> = Vec::with_capacity(rows.len());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<Result<Prepared, String>>, f64)>(1);
+    std::thread::scope(|s| -> Result<(), EncodeError> {
+        s.spawn(move || {
+            for chunk in rows.chunks(bs) {
+                let t = std::time::Instant::now();
+                let prepared: Vec<Result<Prepared, String>> = chunk
+                    .par_iter()
+                    .map(|r| {
+                        let bytes = ds.image_bytes(r).map_err(|e| format!("reading image: {e}"))?;
+                        let img = decode::decode_rgb(&bytes, opts.max_pixels).map_err(|e: DecodeError| e.to_string())?;
+                        encoder.prepare(img)
+                    })
+                    .collect();
+                if tx.send((prepared, t.elapsed().as_secs_f64())).is_err() {
+                    break; // the consumer stopped on an error
+                }
+            }
+        });
+        for (prepared, prep_s) in rx {
+            stats.prepare_s += prep_s;
+            let n = prepared.len();
+            let mut ok = Vec::with_capacity(n);
+            let mut slots: Vec<Option<String>> = Vec::with_capacity(n);
+            for p in prepared {
+                match p {
+                    Ok(item) => {
+                        ok.push(item);
+                        slots.push(None);
+                    }
+                    Err(e) => slots.push(Some(e)),
+                }
+            }
+            let t = std::time::Instant::now();
+            let n_ok = ok.len();
+            let vecs = encoder.encode_prepared(ok)?;
+            stats.model_s += t.elapsed().as_secs_f64();
+            if vecs.len() != n_ok * dim {
+                return Err(EncodeError::Model { encoder: encoder.name().into(), message: format!("returned {} values for {n_ok} images of dim {dim}", vecs.len()) });
+            }
             let mut it = vecs.chunks(dim.max(1));
-            let out = decoded
-                .into_iter()
-                .map(|d| (d.map(|_| it.next().expect("one vector per decoded image").to_vec()),))
-                .collect();
-            progress.inc(chunk.len() as u64);
-            Ok(out)
-        })
-        .collect();
+            for slot in slots {
+                results.push(match slot {
+                    None => Ok(it.next().expect("one vector per prepared image").to_vec()),
+                    Some(e) => Err(e),
+                });
+            }
+            stats.images += n;
+            progress.inc(n as u64);
+        }
+        Ok(())
+    })?;
     let mut values = Vec::with_capacity(rows.len() * dim);
     let mut status = Vec::with_capacity(rows.len());
     let mut errors: Vec<Option<String>> = Vec::with_capacity(rows.len());
     let mut valid = Vec::with_capacity(rows.len());
-    for c in chunks {
-        for (r,) in c? {
-            match r {
-                Ok(v) => {
-                    values.extend_from_slice(&v);
-                    status.push(Status::Ok.as_str());
-                    errors.push(None);
-                    valid.push(true);
-                }
-                Err(e) => {
-                    values.extend(std::iter::repeat_n(0f32, dim));
-                    status.push(Status::DecodeFailed.as_str());
-                    errors.push(Some(e));
-                    valid.push(false);
-                }
+    for r in results {
+        match r {
+            Ok(v) => {
+                values.extend_from_slice(&v);
+                status.push(Status::Ok.as_str());
+                errors.push(None);
+                valid.push(true);
+            }
+            Err(e) => {
+                values.extend(std::iter::repeat_n(0f32, dim));
+                status.push(Status::DecodeFailed.as_str());
+                errors.push(Some(e));
+                valid.push(false);
             }
         }
     }
@@ -295,4 +522,24 @@ fn read_store_shard(path: &Path, dim: usize, expect_rows: usize, emb: &mut Embed
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+
+    #[test]
+    fn hf_specs_parse_with_defaults_and_reject_unknown_keys() {
+        let s: EncoderSpec = serde_yaml::from_str("{kind: clip, dir: models/clip}").unwrap();
+        assert_eq!(s, EncoderSpec::Clip { params: HfParams::new("models/clip".into()) });
+        assert_eq!(s.batch_size(), 32);
+        let s: EncoderSpec = serde_yaml::from_str("{kind: siglip, dir: m, device: 'cuda:1', batch_size: 8, dtype: bf16}").unwrap();
+        let EncoderSpec::Siglip { params } = &s else { panic!("{s:?}") };
+        assert_eq!((params.device.as_str(), params.batch_size, params.dtype), ("cuda:1", 8, hf::Dtype::Bf16));
+        let s: EncoderSpec = serde_yaml::from_str("{kind: geoclip, dir: clip, weights: w}").unwrap();
+        assert!(matches!(s, EncoderSpec::Geoclip { ref weights, .. } if weights == Path::new("w")));
+        assert!(serde_yaml::from_str::<EncoderSpec>("{kind: clip, dir: m, batchsize: 8}").is_err());
+        assert!(serde_yaml::from_str::<EncoderSpec>("{kind: clip}").is_err());
+        assert!(serde_yaml::from_str::<EncoderSpec>("{kind: clip, dir: m, dtype: f64}").is_err());
+    }
 }

@@ -1,0 +1,209 @@
+//! Parity of the candle encoders with the reference implementations, without downloads.
+//!
+//! The CLIP and SigLIP models here are TINY RANDOM-WEIGHT models built by
+//! `tests/fixtures/make_encoder_fixtures.py` with `transformers` (real checkpoints cannot exist
+//! in CI); the reference pixels and embeddings were produced by transformers' own (PIL) image
+//! processors and models. GeoCLIP tests use the real weights of the `geoclip` wheel from a cache
+//! (`scripts/fetch-geoclip.sh`, run by `make test`) and skip with a printed reason without it.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use georag::decode::{DEFAULT_MAX_PIXELS, decode_rgb};
+use georag::embed::clip::ClipEncoder;
+use georag::embed::geoclip::{GeoclipImageEncoder, LocationEncoder};
+use georag::embed::siglip::SiglipEncoder;
+use georag::embed::{Encoder, HfParams, Prepared};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders")
+}
+
+fn reference(model: &str) -> (Vec<String>, HashMap<String, Tensor>) {
+    let dir = fixtures().join(model);
+    let names: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
+    let names = names["images"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    (names, candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap())
+}
+
+fn image(name: &str) -> image::RgbImage {
+    decode_rgb(&std::fs::read(fixtures().join("images").join(name)).unwrap(), DEFAULT_MAX_PIXELS).unwrap()
+}
+
+fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+    t.flatten_from(1).unwrap().to_vec2::<f32>().unwrap()
+}
+
+fn cos(a: &[f32], b: &[f32]) -> f32 {
+    let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    d / (na * nb)
+}
+
+/// Check pixels and embeddings of every fixture image against the transformers reference.
+/// Pixels: the largest difference, in 8-bit levels (difference * std * 255), must be <= 1 for
+/// lossless PNGs; JPEGs are decoded by a different decoder than PIL's libjpeg-turbo (chroma
+/// upsampling differs by a few levels), so there only the mean difference is bounded.
+fn check_parity(enc: &dyn Encoder, model: &str, std: [f32; 3]) {
+    let (names, r) = reference(model);
+    let ref_px = rows(&r["pixel_values"]);
+    let ref_emb = rows(&r["embeddings"]);
+    let imgs: Vec<_> = names.iter().map(|n| image(n)).collect();
+    for (i, name) in names.iter().enumerate() {
+        let Prepared::Pixels(px) = enc.prepare(imgs[i].clone()).unwrap() else { panic!("model encoders prepare pixels") };
+        assert_eq!(px.len(), ref_px[i].len(), "{name}: pixel tensor size");
+        let plane = px.len() / 3;
+        let levels: Vec<f32> = px.iter().zip(&ref_px[i]).enumerate().map(|(k, (a, b))| (a - b).abs() * std[k / plane] * 255.0).collect();
+        let max = levels.iter().cloned().fold(0f32, f32::max);
+        let mean = levels.iter().sum::<f32>() / levels.len() as f32;
+        if name.ends_with(".png") {
+            assert!(max <= 1.0 + 1e-3, "{model} {name}: max pixel difference {max} levels (> 1/255)");
+        } else {
+            assert!(mean <= 1.5, "{model} {name}: mean pixel difference {mean} levels");
+        }
+    }
+    let emb = enc.encode_batch(&imgs).unwrap();
+    let d = enc.dim();
+    assert_eq!(emb.len(), names.len() * d);
+    for (i, name) in names.iter().enumerate() {
+        let e = &emb[i * d..(i + 1) * d];
+        let n: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((n - 1.0).abs() < 1e-4, "{model} {name}: norm {n}");
+        let c = cos(e, &ref_emb[i]);
+        assert!(c >= 0.9999, "{model} {name}: cosine with transformers {c} < 0.9999");
+    }
+    // The comparison is sensitive: different images are far apart under these weights.
+    let c01 = cos(&emb[..d], &emb[d..2 * d]);
+    assert!(c01 < 0.99, "{model}: images 0 and 1 embed almost identically ({c01}); the fixture cannot detect errors");
+}
+
+/// Tiny random-weight CLIP (real weights cannot exist in CI): CLIPImageProcessor pixels within
+/// one 8-bit level, embeddings with cosine >= 0.9999 against transformers.
+#[test]
+fn clip_tiny_matches_transformers() {
+    let enc = ClipEncoder::load(&HfParams::new(fixtures().join("clip-tiny"))).unwrap();
+    assert_eq!(enc.dim(), 768);
+    check_parity(&enc, "clip-tiny", [0.268_629_54, 0.261_302_58, 0.275_777_11]);
+}
+
+/// Tiny random-weight SigLIP (real weights cannot exist in CI): SiglipImageProcessor pixels within
+/// one 8-bit level, attention-pooled embeddings with cosine >= 0.9999 against transformers.
+#[test]
+fn siglip_tiny_matches_transformers() {
+    let enc = SiglipEncoder::load(&HfParams::new(fixtures().join("siglip-tiny"))).unwrap();
+    assert_eq!(enc.dim(), 48);
+    check_parity(&enc, "siglip-tiny", [0.5; 3]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Tiny random-weight CLIP without its class embedding: loading must fail naming the tensor
+/// (candle alone would fill it with random values).
+#[test]
+fn clip_missing_class_embedding_is_an_error() {
+    let d = common::tmp("clip-no-cls");
+    copy_dir(&fixtures().join("clip-tiny"), &d);
+    let mut t = candle_core::safetensors::load(d.join("model.safetensors"), &Device::Cpu).unwrap();
+    assert!(t.remove("vision_model.embeddings.class_embedding").is_some());
+    candle_core::safetensors::save(&t, d.join("model.safetensors")).unwrap();
+    let e = ClipEncoder::load(&HfParams::new(d.clone())).err().expect("must fail").to_string();
+    assert!(e.contains("vision_model.embeddings.class_embedding"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Tiny random-weight SigLIP split into two safetensors shards with an index: same embeddings as
+/// the single file; a preprocessor size different from the model's image_size is refused.
+#[test]
+fn siglip_sharded_weights_and_size_mismatch() {
+    let src = fixtures().join("siglip-tiny");
+    let d = common::tmp("siglip-sharded");
+    for f in ["config.json", "preprocessor_config.json"] {
+        std::fs::copy(src.join(f), d.join(f)).unwrap();
+    }
+    let t = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let (mut a, mut b) = (HashMap::new(), HashMap::new());
+    let mut map = serde_json::Map::new();
+    for (i, (k, v)) in t.into_iter().enumerate() {
+        let file = if i % 2 == 0 { "model-00001-of-00002.safetensors" } else { "model-00002-of-00002.safetensors" };
+        map.insert(k.clone(), serde_json::json!(file));
+        if i % 2 == 0 { a.insert(k, v) } else { b.insert(k, v) };
+    }
+    candle_core::safetensors::save(&a, d.join("model-00001-of-00002.safetensors")).unwrap();
+    candle_core::safetensors::save(&b, d.join("model-00002-of-00002.safetensors")).unwrap();
+    std::fs::write(d.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).unwrap();
+    let imgs = vec![image("wide.png"), image("tall.png")];
+    let single = SiglipEncoder::load(&HfParams::new(src)).unwrap().encode_batch(&imgs).unwrap();
+    let sharded = SiglipEncoder::load(&HfParams::new(d.clone())).unwrap().encode_batch(&imgs).unwrap();
+    assert_eq!(single, sharded);
+
+    let mut pre: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("preprocessor_config.json")).unwrap()).unwrap();
+    pre["size"] = serde_json::json!({"height": 40, "width": 40});
+    std::fs::write(d.join("preprocessor_config.json"), pre.to_string()).unwrap();
+    let e = SiglipEncoder::load(&HfParams::new(d.clone())).err().expect("must fail").to_string();
+    assert!(e.contains("image_size 32"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// The geoclip package's files, fetched once by `scripts/fetch-geoclip.sh`.
+fn geoclip_dir() -> Option<PathBuf> {
+    let d = std::env::var_os("GEORAG_GEOCLIP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/georag/geoclip"));
+    if d.join("geoclip/model/weights/location_encoder_weights.pth").is_file() {
+        Some(d)
+    } else {
+        eprintln!("SKIP: GeoCLIP weights not in {} (run scripts/fetch-geoclip.sh; needs PyPI)", d.display());
+        None
+    }
+}
+
+/// GeoCLIP location tower with the REAL weights of the geoclip wheel: raw 512-d features of 260
+/// coordinates (poles, antimeridian, cities, random) match the geoclip package's outputs.
+#[test]
+fn geoclip_location_matches_package() {
+    let Some(dir) = geoclip_dir() else { return };
+    let r = candle_core::safetensors::load(fixtures().join("geoclip-location.safetensors"), &Device::Cpu).unwrap();
+    let coords: Vec<(f64, f64)> = r["coords"].to_vec2::<f32>().unwrap().iter().map(|c| (c[0] as f64, c[1] as f64)).collect();
+    let want = rows(&r["features"]);
+    let enc = LocationEncoder::load(&dir, &Device::Cpu).unwrap();
+    let got = rows(&enc.features(&coords).unwrap());
+    let mut worst = 1f32;
+    for (g, w) in got.iter().zip(&want) {
+        let c = cos(g, w);
+        worst = worst.min(c);
+        let (ng, nw) = (g.iter().map(|x| x * x).sum::<f32>().sqrt(), w.iter().map(|x| x * x).sum::<f32>().sqrt());
+        assert!((ng - nw).abs() / nw < 1e-3, "norm {ng} vs {nw}");
+    }
+    assert!(worst >= 0.9999, "worst cosine {worst}");
+    // Nearby places are more similar than far-apart ones (the weights are real).
+    let v = enc.encode(&[(48.85, 2.35), (48.9, 2.4), (-33.9, 151.2)]).unwrap();
+    assert!(cos(&v[..512], &v[512..1024]) > cos(&v[..512], &v[1024..]));
+    let gallery = georag::embed::geoclip::load_gallery(&dir).unwrap();
+    assert_eq!(gallery.len(), 100_000);
+}
+
+/// GeoCLIP image MLP (REAL weights from the geoclip wheel) on top of the tiny random-weight CLIP
+/// (real ViT-L/14 weights cannot exist in CI): matches the MLP applied by PyTorch.
+#[test]
+fn geoclip_image_mlp_matches_package() {
+    let Some(dir) = geoclip_dir() else { return };
+    let enc = GeoclipImageEncoder::load(&HfParams::new(fixtures().join("clip-tiny")), &dir).unwrap();
+    let (names, _) = reference("clip-tiny");
+    let want = candle_core::safetensors::load(fixtures().join("geoclip-image-on-clip-tiny.safetensors"), &Device::Cpu).unwrap();
+    let want = rows(&want["embeddings"]);
+    let imgs: Vec<_> = names.iter().map(|n| image(n)).collect();
+    let got = enc.encode_batch(&imgs).unwrap();
+    for i in 0..names.len() {
+        let c = cos(&got[i * 512..(i + 1) * 512], &want[i]);
+        assert!(c >= 0.9999, "{}: cosine {c}", names[i]);
+    }
+}
