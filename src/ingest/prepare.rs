@@ -913,9 +913,12 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
         columns_used = reader.cols.described.clone();
         let progress = Progress::new(&format!("prepare {}", def.name), def.expected_rows.unwrap_or(0) as u64);
         let root = images.first().cloned();
+        // Batch n+1 is validated on the pool while batch n is committed (shard writes and
+        // hashing on the committing thread), so the two halves overlap.
+        let mut ready: Option<Vec<Result<Outcome, PrepareError>>> = None;
         loop {
             let b = reader.batch(opts.batch)?;
-            if b.is_empty() {
+            if b.is_empty() && ready.is_none() {
                 break;
             }
             let inputs: Vec<Input> = b
@@ -936,13 +939,24 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
                     Input { src, loc: format!("data row {}", src + 1), id, lat, lon, author, extra, image, exif_coords: false }
                 })
                 .collect();
-            let n = inputs.len() as u64;
-            let outcomes: Vec<Result<Outcome, PrepareError>> = inputs.into_par_iter().map(|i| process(i, &ctx)).collect();
-            for o in outcomes {
-                c.commit(o?, |s| format!("data row {}", s + 1))?;
+            let previous = ready.take();
+            let (next, committed) = rayon::join(
+                || inputs.into_par_iter().map(|i| process(i, &ctx)).collect::<Vec<_>>(),
+                || -> Result<u64, PrepareError> {
+                    let Some(outcomes) = previous else { return Ok(0) };
+                    let n = outcomes.len() as u64;
+                    for o in outcomes {
+                        c.commit(o?, |s| format!("data row {}", s + 1))?;
+                    }
+                    Ok(n)
+                },
+            );
+            let n = committed?;
+            if n > 0 {
+                progress.set_message(format!("{} quarantined", c.state.tally.n_quarantined()));
+                progress.inc(n);
             }
-            progress.set_message(format!("{} quarantined", c.state.tally.n_quarantined()));
-            progress.inc(n);
+            ready = (!next.is_empty()).then_some(next);
         }
         progress.finish();
     } else {
