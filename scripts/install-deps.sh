@@ -2,6 +2,7 @@
 # Installs the Debian packages georag needs when they are missing:
 #   cmake, g++, libopenblas-dev  - to build the bundled FAISS (crate `faiss`, feature `static`)
 #   fonts-dejavu-core            - a TTF for text in PNG plots (SVG plots need no font)
+#   python3, python3-pip         - for the reference scripts (benches/, the geoclip wheel fetch)
 # Needs root or sudo only when something is missing.
 set -euo pipefail
 need=()
@@ -9,6 +10,8 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
