@@ -286,8 +286,7 @@ impl Encoder for ClipEncoder {
         &self.fp
     }
     fn encode_batch(&self, images: &[RgbImage]) -> Result<Vec<f32>, EncodeError> {
-        let items = images.iter().map(|i| self.prepare(i.clone())).collect::<Result<Vec<_>, _>>().map_err(|message| EncodeError::Model { encoder: self.name.clone(), message })?;
-        self.encode_prepared(items)
+        super::encode_by_preparing(self, images)
     }
     fn prepare(&self, image: RgbImage) -> Result<Prepared, String> {
         self.pixels(&image).map(Prepared::Pixels)

@@ -66,6 +66,16 @@ pub trait Encoder: Send + Sync {
     }
 }
 
+/// `encode_batch` for encoders whose work is split into `prepare` + `encode_prepared`.
+pub(crate) fn encode_by_preparing<E: Encoder + ?Sized>(enc: &E, images: &[RgbImage]) -> Result<Vec<f32>, EncodeError> {
+    let items = images
+        .iter()
+        .map(|i| enc.prepare(i.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| EncodeError::Model { encoder: enc.name().to_string(), message })?;
+    enc.encode_prepared(items)
+}
+
 /// An image ready for a model: either still an image, or the model's normalised CHW pixels.
 pub enum Prepared {
     Image(RgbImage),
