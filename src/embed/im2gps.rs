@@ -11,7 +11,8 @@
 //!
 //! The paper also used texton and gist features; those are not reproduced here.
 
-use super::{EncodeError, Encoder};
+use super::{EncodeError, Encoder, Prepared};
+use rayon::prelude::*;
 use crate::util::fingerprint::Fingerprint;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -131,8 +132,23 @@ impl Encoder for Im2gpsEncoder {
     fn encode_batch(&self, images: &[RgbImage]) -> Result<Vec<f32>, EncodeError> {
         let d = self.dim();
         let mut out = vec![0f32; images.len() * d];
-        for (img, o) in images.iter().zip(out.chunks_mut(d)) {
-            self.encode_one(img, o);
+        out.par_chunks_mut(d).zip(images.par_iter()).for_each(|(o, img)| self.encode_one(img, o));
+        Ok(out)
+    }
+    /// The whole descriptor is CPU work: compute it in `prepare`, which the embedding store runs
+    /// on the rayon pool, so that the "model" step only concatenates.
+    fn prepare(&self, image: RgbImage) -> Result<Prepared, String> {
+        let mut v = vec![0f32; self.dim()];
+        self.encode_one(&image, &mut v);
+        Ok(Prepared::Pixels(v))
+    }
+    fn encode_prepared(&self, items: Vec<Prepared>) -> Result<Vec<f32>, EncodeError> {
+        let mut out = Vec::with_capacity(items.len() * self.dim());
+        for it in items {
+            match it {
+                Prepared::Pixels(v) if v.len() == self.dim() => out.extend(v),
+                _ => return Err(EncodeError::Model { encoder: "im2gps".into(), message: "expected descriptors from prepare()".into() }),
+            }
         }
         Ok(out)
     }

@@ -364,9 +364,14 @@ pub fn embed_to_dir(
         let n_todo: usize = todo.iter().map(|&si| ds.manifest.shards[si].rows).sum();
         let progress = Progress::new(&format!("embed {label}"), n_todo as u64);
         for si in todo {
-            let rows = ds.read_shard(si)?;
-            let batch = embed_rows(ds, &rows, encoder, opts, &progress, &mut stats)?;
-            pq::write(&shard_path(si), schema(dim), &[batch], &[])?;
+            // Stream the dataset shard: only a chunk of rows (and their image bytes) in memory.
+            let mut batches = Vec::new();
+            let chunk = opts.batch_size.max(1) * 8;
+            ds.for_each_chunk(si, chunk, |rows| -> Result<(), EncodeError> {
+                batches.push(embed_rows(ds, &rows, encoder, opts, &progress, &mut stats)?);
+                Ok(())
+            })?;
+            pq::write(&shard_path(si), schema(dim), &batches, &[])?;
             stats.shards_written += 1;
         }
         progress.finish();

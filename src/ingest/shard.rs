@@ -332,6 +332,31 @@ pub fn read_keys(path: &Path) -> Result<Vec<RowKey>, ShardError> {
     Ok(out)
 }
 
+/// The rows of one record batch of a shard.
+fn batch_rows(path: &Path, b: &RecordBatch) -> Result<Vec<DatasetRow>, ShardError> {
+    let id = pq::column::<StringArray>(path, b, "id")?;
+    let lat = pq::column::<Float64Array>(path, b, "lat")?;
+    let lon = pq::column::<Float64Array>(path, b, "lon")?;
+    let image = pq::column::<BinaryArray>(path, b, "image")?;
+    let image_path = pq::column::<StringArray>(path, b, "image_path")?;
+    let sha = pq::column::<StringArray>(path, b, "sha256")?;
+    let author = pq::column::<StringArray>(path, b, "author")?;
+    let meta = pq::column::<StringArray>(path, b, "meta")?;
+    let opt_s = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+    Ok((0..b.num_rows())
+        .map(|r| DatasetRow {
+            id: id.value(r).to_string(),
+            lat: lat.value(r),
+            lon: lon.value(r),
+            image: (!image.is_null(r)).then(|| image.value(r).to_vec()),
+            image_path: opt_s(image_path, r),
+            sha256: sha.value(r).to_string(),
+            author: opt_s(author, r),
+            meta: opt_s(meta, r),
+        })
+        .collect())
+}
+
 /// An opened dataset directory.
 #[derive(Clone, Debug)]
 pub struct Dataset {
@@ -362,40 +387,47 @@ impl Dataset {
 
     /// Read one shard's rows.
     pub fn read_shard(&self, i: usize) -> Result<Vec<DatasetRow>, ShardError> {
+        let mut out = Vec::with_capacity(self.manifest.shards[i].rows);
+        self.for_each_chunk(i, usize::MAX, |rows| {
+            out.extend(rows);
+            Ok::<_, ShardError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Stream one shard in chunks of at most `chunk_rows` rows (at least one Parquet row group
+    /// is read at a time), so that shards of inline photos never sit in memory whole. Checks the
+    /// row count against the manifest at the end.
+    pub fn for_each_chunk<E: From<ShardError>>(
+        &self,
+        i: usize,
+        chunk_rows: usize,
+        mut f: impl FnMut(Vec<DatasetRow>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let info = &self.manifest.shards[i];
         let path = self.dir.join(&info.file);
-        let mut out = Vec::with_capacity(info.rows);
-        for b in pq::read(&path)? {
-            let id = pq::column::<StringArray>(&path, &b, "id")?;
-            let lat = pq::column::<Float64Array>(&path, &b, "lat")?;
-            let lon = pq::column::<Float64Array>(&path, &b, "lon")?;
-            let image = pq::column::<BinaryArray>(&path, &b, "image")?;
-            let image_path = pq::column::<StringArray>(&path, &b, "image_path")?;
-            let sha = pq::column::<StringArray>(&path, &b, "sha256")?;
-            let author = pq::column::<StringArray>(&path, &b, "author")?;
-            let meta = pq::column::<StringArray>(&path, &b, "meta")?;
-            let opt_s = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
-            for r in 0..b.num_rows() {
-                out.push(DatasetRow {
-                    id: id.value(r).to_string(),
-                    lat: lat.value(r),
-                    lon: lon.value(r),
-                    image: (!image.is_null(r)).then(|| image.value(r).to_vec()),
-                    image_path: opt_s(image_path, r),
-                    sha256: sha.value(r).to_string(),
-                    author: opt_s(author, r),
-                    meta: opt_s(meta, r),
-                });
+        let perr = |source| ShardError::Parquet(ParquetError::Parquet { path: path.clone(), source });
+        let file = File::open(&path).map_err(|source| ShardError::Manifest { path: path.clone(), source })?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(chunk_rows.clamp(1, 8192)).build())
+            .map_err(perr)?;
+        let mut seen = 0;
+        let mut pending: Vec<DatasetRow> = Vec::new();
+        for b in reader {
+            let b = b.map_err(|source| ShardError::Parquet(ParquetError::Arrow { path: path.clone(), source }))?;
+            pending.extend(batch_rows(&path, &b)?);
+            seen += b.num_rows();
+            if pending.len() >= chunk_rows {
+                f(std::mem::take(&mut pending))?;
             }
         }
-        if out.len() != info.rows {
-            return Err(ShardError::Row {
-                path,
-                row: out.len(),
-                message: format!("shard has {} rows, manifest says {}", out.len(), info.rows),
-            });
+        if !pending.is_empty() {
+            f(pending)?;
         }
-        Ok(out)
+        if seen != info.rows {
+            return Err(ShardError::Row { path, row: seen, message: format!("shard has {seen} rows, manifest says {}", info.rows) }.into());
+        }
+        Ok(())
     }
 
     /// The image bytes of a row: inline, or read from `image_path` relative to the manifest's
