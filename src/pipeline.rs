@@ -183,7 +183,7 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
     let reuse = previous.as_ref().is_some_and(|p| p.predictions_fingerprint == pred_fp) && pred_path.exists();
 
     let results: Vec<MethodResult> = if reuse {
-        st.time("predictions", || Ok::<_, PipelineError>((read_predictions(&pred_path, &queries.manifest.name)?, true, Some(pred_fp.clone()))))?
+        st.time("predictions", || Ok::<_, PipelineError>((read_predictions(&pred_path)?, true, Some(pred_fp.clone()))))?
     } else {
         // Retrieve enough neighbours for every method.
         let mut rspec = cfg.retrieval.clone();
@@ -309,7 +309,7 @@ pub fn write_predictions(path: &Path, results: &[MethodResult]) -> Result<(), Pa
 }
 
 /// Read `predictions.parquet` back into per-method results, in file order.
-pub fn read_predictions(path: &Path, _dataset: &str) -> Result<Vec<MethodResult>, PipelineError> {
+pub fn read_predictions(path: &Path) -> Result<Vec<MethodResult>, PipelineError> {
     let mut out: Vec<MethodResult> = Vec::new();
     let bad = |row: usize, message: String| PipelineError::Predictions { path: path.to_path_buf(), message: format!("row {row}: {message}") };
     let mut row_no = 0;
