@@ -10,7 +10,7 @@
 //!   or corrupt files are errors, which callers record as a `decode_failed` status (a JPEG
 //!   without its end-of-image marker counts as truncated, as in PIL).
 
-use image::{ImageReader, Limits, RgbImage};
+use image::{ImageDecoder, ImageReader, Limits, RgbImage};
 use std::io::Cursor;
 
 /// PIL's `Image.MAX_IMAGE_PIXELS`.
@@ -34,26 +34,26 @@ pub enum DecodeError {
 
 /// Decode image bytes into 8-bit RGB under the rules above.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    let corrupt = |e: image::ImageError| DecodeError::Corrupt(e.to_string());
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(DecodeError::UnknownFormat);
+    let format = reader.format().ok_or(DecodeError::UnknownFormat)?;
+    // The JPEG decoder fills a truncated scan with grey instead of failing (PIL raises "image
+    // file is truncated"): require the end-of-image marker near the end of the data, before
+    // spending a decode on it.
+    if format == image::ImageFormat::Jpeg && !has_jpeg_eoi(bytes) {
+        return Err(DecodeError::Corrupt("truncated JPEG: no end-of-image marker".into()));
     }
-    let (width, height) = reader.into_dimensions().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    // One header parse: the dimensions are checked before any pixel buffer is allocated.
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let (width, height) = decoder.dimensions();
     let pixels = width as u64 * height as u64;
     if pixels > max_pixels {
         return Err(DecodeError::TooLarge { width, height, pixels, limit: max_pixels });
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let mut limits = Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(8).max(1 << 26));
-    reader.limits(limits);
-    let format = reader.format();
-    let img = reader.decode().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    // The JPEG decoder fills a truncated scan with grey instead of failing (PIL raises "image
-    // file is truncated"): require the end-of-image marker near the end of the data.
-    if format == Some(image::ImageFormat::Jpeg) && !has_jpeg_eoi(bytes) {
-        return Err(DecodeError::Corrupt("truncated JPEG: no end-of-image marker".into()));
-    }
+    decoder.set_limits(limits).map_err(corrupt)?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     Ok(img.into_rgb8())
 }
 

@@ -9,7 +9,6 @@ use crate::metrics::{EARTH_RADIUS_KM, haversine_km};
 use crate::record::LatLon;
 use crate::util::atomic;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 /// One leaking pair.
@@ -87,21 +86,14 @@ pub fn check(queries: &Dataset, database: &Dataset, km: f64, out: &Path) -> Resu
     }
     let summary = LeakageSummary { queries: nq, database: db_ids.len(), km, queries_affected: affected, pairs: leaks.len() };
     atomic::write_with(&out.join("leakage.csv"), |w| {
-        writeln!(w, "query_id,db_id,kind,distance_km")?;
+        let mut cw = csv::Writer::from_writer(w);
+        cw.write_record(["query_id", "db_id", "kind", "distance_km"])?;
         for l in &leaks {
             let d = if l.distance_km.is_nan() { String::new() } else { format!("{}", l.distance_km) };
-            writeln!(w, "{},{},{},{d}", csv_field(&l.query_id), csv_field(&l.db_id), l.kind)?;
+            cw.write_record([l.query_id.as_str(), l.db_id.as_str(), l.kind, d.as_str()])?;
         }
-        Ok(())
+        cw.flush()
     })?;
     atomic::write_json(&out.join("leakage.json"), &summary)?;
     Ok((summary, leaks))
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }

@@ -49,24 +49,17 @@ pub fn materialize(spec: &DatasetSpec, cache_dir: &Path) -> Result<(Dataset, boo
     match spec {
         DatasetSpec::Synthetic { world, split, n, shard_rows } => {
             let s = synthetic::SyntheticSpec { world: world.clone(), split: *split, n: *n };
-            let dir = cache_dir.join("datasets").join(format!("synthetic-{}-{}", split_name(*split), s.fingerprint()));
+            let dir = cache_dir.join("datasets").join(format!("synthetic-{}-{}", split.name(), s.fingerprint()));
             if let Ok(d) = Dataset::open(&dir) {
                 if d.manifest.shard_rows == *shard_rows {
                     return Ok((d, true));
                 }
             }
-            let progress = Progress::new(&format!("generate {}", split_name(*split)), *n as u64);
+            let progress = Progress::new(&format!("generate {}", split.name()), *n as u64);
             synthetic::generate(&s, &dir, *shard_rows, &progress)?;
             progress.finish();
             Ok((Dataset::open(&dir)?, false))
         }
         DatasetSpec::Shards { dir } => Ok((Dataset::open(dir)?, true)),
-    }
-}
-
-fn split_name(s: synthetic::Split) -> &'static str {
-    match s {
-        synthetic::Split::Database => "database",
-        synthetic::Split::Queries => "queries",
     }
 }

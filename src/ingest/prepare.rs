@@ -298,6 +298,17 @@ fn resolve_columns(path: &Path, def: &DatasetDef) -> Result<Columns, PrepareErro
     Ok(Columns { id: id.index, lat: lat.index, lon: lon.index, author, extra, described })
 }
 
+/// A metadata row: input index, id (`Err` holds the lossy text of a non-UTF-8 id), lat, lon,
+/// author, extra columns.
+type MetaRow = (u64, Result<String, String>, Num, Num, Option<String>, serde_json::Map<String, serde_json::Value>);
+
+/// The id's text, lossy when it was not valid UTF-8.
+fn id_text(id: &Result<String, String>) -> &str {
+    match id {
+        Ok(s) | Err(s) => s,
+    }
+}
+
 /// Streams metadata rows in batches (CSV; the id's UTF-8 validity is checked on raw bytes).
 struct MetaReader {
     rd: csv::Reader<std::fs::File>,
@@ -315,7 +326,7 @@ impl MetaReader {
     }
 
     /// Up to `n` rows; empty at the end.
-    fn batch(&mut self, n: usize) -> Result<Vec<(u64, Result<String, String>, Num, Num, Option<String>, serde_json::Map<String, serde_json::Value>)>, PrepareError> {
+    fn batch(&mut self, n: usize) -> Result<Vec<MetaRow>, PrepareError> {
         let mut out = Vec::with_capacity(n);
         let mut rec = csv::ByteRecord::new();
         while out.len() < n {
@@ -428,9 +439,7 @@ impl Ctx<'_> {
 
 /// Validate one row (parallel part): coordinates, path, bytes, header, decode.
 fn process(input: Input, ctx: &Ctx) -> Result<Outcome, PrepareError> {
-    let id_lossy = match &input.id {
-        Ok(s) | Err(s) => s.clone(),
-    };
+    let id_lossy = id_text(&input.id).to_string();
     let mut flags = Vec::new();
     // Apply a reason's policy: Ok(Some) = quarantine now, Ok(None) = keep going.
     macro_rules! check {
@@ -824,32 +833,30 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
         let mpath = metadata.clone().expect("checked above");
         let mut reader = MetaReader::open(&mpath, def)?;
         columns_used = reader.cols.described.clone();
-        let mut by_key: HashMap<String, (u64, Result<String, String>, Num, Num, Option<String>, serde_json::Map<String, serde_json::Value>)> = HashMap::new();
-        let mut order: Vec<(u64, String)> = Vec::new();
+        // Every metadata row once, plus an index from its image path (and basename) to it.
+        let mut metas: Vec<MetaRow> = Vec::new();
+        let mut by_key: HashMap<String, usize> = HashMap::new();
         loop {
             let b = reader.batch(8192)?;
             if b.is_empty() {
                 break;
             }
             for row in b {
-                let idl = match &row.1 {
-                    Ok(s) | Err(s) => s.clone(),
-                };
-                let rel = image_rel(&template, &idl);
-                order.push((row.0, idl));
+                let rel = image_rel(&template, id_text(&row.1));
                 let base = rel.rsplit('/').next().unwrap_or(&rel).to_string();
                 if base != rel {
-                    by_key.entry(base).or_insert_with(|| row.clone());
+                    by_key.entry(base).or_insert(metas.len());
                 }
-                by_key.insert(rel, row);
+                by_key.insert(rel, metas.len());
+                metas.push(row);
             }
         }
         let tar_path = &images[0];
         let f = std::fs::File::open(tar_path).map_err(|source| PrepareError::Io { path: tar_path.clone(), source })?;
         let mut ar = tar::Archive::new(std::io::BufReader::new(f));
         let arch_err = |e: std::io::Error| PrepareError::Archive { path: tar_path.clone(), message: e.to_string() };
-        let progress = Progress::new(&format!("prepare {}", def.name), order.len() as u64);
-        let n_meta = order.len() as u64;
+        let progress = Progress::new(&format!("prepare {}", def.name), metas.len() as u64);
+        let n_meta = metas.len() as u64;
         let mut entry_index: u64 = 0;
         let mut batch: Vec<Input> = Vec::new();
         let mut matched: HashSet<u64> = HashSet::new();
@@ -864,7 +871,7 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
                 }
                 let name = String::from_utf8_lossy(&e.path_bytes()).trim_start_matches("./").to_string();
                 let base = name.rsplit('/').next().unwrap_or(&name).to_string();
-                let Some(meta) = by_key.get(&name).or_else(|| by_key.get(&base)).cloned() else {
+                let Some(meta) = by_key.get(&name).or_else(|| by_key.get(&base)).map(|&i| metas[i].clone()) else {
                     c.state.tally.unlisted_images += 1;
                     continue;
                 };
@@ -895,7 +902,7 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
         }
         // Metadata rows never found in the tar.
         let mut src = entry_index.max(n_meta);
-        for (msrc, id) in order {
+        for (msrc, id) in metas.iter().map(|m| (m.0, id_text(&m.1).to_string())) {
             if matched.contains(&msrc) || seen_ids.contains(&key128(&id)) {
                 continue;
             }
@@ -925,10 +932,7 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
                 .into_iter()
                 .filter(|r| r.0 >= skip)
                 .map(|(src, id, lat, lon, author, extra)| {
-                    let idl = match &id {
-                        Ok(s) | Err(s) => s.clone(),
-                    };
-                    let rel = image_rel(&template, &idl);
+                    let rel = image_rel(&template, id_text(&id));
                     let image = if is_zip {
                         ImgSrc::Zip { name: rel }
                     } else if let Some(r) = &root {
@@ -989,8 +993,8 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
                 })
                 .collect();
             let outcomes: Vec<Result<Outcome, PrepareError>> = inputs.into_par_iter().map(|i| process(i, &ctx)).collect();
+            let locs: Vec<String> = chunk.iter().map(|p| format!("file {}", p.to_string_lossy())).collect();
             for o in outcomes {
-                let locs: Vec<String> = chunk.iter().map(|p| format!("file {}", p.to_string_lossy())).collect();
                 c.commit(o?, |s| locs.get((s - base) as usize).cloned().unwrap_or_else(|| format!("file #{s}")))?;
             }
             progress.set_message(format!("{} quarantined", c.state.tally.n_quarantined()));

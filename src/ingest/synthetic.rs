@@ -74,6 +74,14 @@ pub enum Split {
 }
 
 impl Split {
+    /// `database` or `queries`, as in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Database => "database",
+            Split::Queries => "queries",
+        }
+    }
+    /// Short prefix of photo ids: `db-000001`, `q-000001`.
     fn tag(self) -> &'static str {
         match self {
             Split::Database => "db",
