@@ -15,7 +15,8 @@
 
 use super::hf::{self, HfError, Snapshot};
 use super::preprocess::{Family, Preprocess};
-use super::{EncodeError, Encoder, HfParams, Prepared};
+use super::{EncodeError, Encoder, HfParams, Prepared, vit};
+use rayon::prelude::*;
 use crate::util::fingerprint::Fingerprint;
 use candle_core::{CpuStorage, DType, Device, IndexOp, Layout, Module, Shape, Tensor};
 use candle_nn::{Conv2d, LayerNorm, Linear, VarBuilder};
@@ -187,10 +188,83 @@ impl Tower {
     }
 }
 
+/// Which implementation runs the forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// The CPU f32 path of [`super::vit`] on the CPU in f32, candle's graph otherwise.
+    Auto,
+    /// Always candle's graph (the reference the CPU path is tested against).
+    Candle,
+}
+
+enum Net {
+    Cpu(CpuTower),
+    Candle { tower: Tower, projection: Linear },
+}
+
+/// [`Tower`] + projection on [`super::vit`]'s CPU f32 kernels.
+struct CpuTower {
+    /// The patch convolution as a `(hidden, 3 * patch^2)` product (no bias in CLIP).
+    patch: vit::Dense,
+    class: Vec<f32>,
+    /// `(patches + 1, hidden)`.
+    positions: Vec<f32>,
+    pre_ln: vit::Norm,
+    stack: vit::Stack,
+    post_ln: vit::Norm,
+    projection: vit::Dense,
+    size: usize,
+    patch_size: usize,
+}
+
+impl CpuTower {
+    fn new(vb: VarBuilder, c: &ClipVisionJson) -> candle_core::Result<CpuTower> {
+        let (h, p) = (c.hidden_size, c.patch_size);
+        let v = vb.pp("vision_model");
+        let emb = v.pp("embeddings");
+        let conv = emb.pp("patch_embedding").get((h, c.num_channels, p, p), "weight")?;
+        let patch = vit::Dense::new(&conv.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?, None, c.num_channels * p * p, h);
+        let n_pos = (c.image_size / p).pow(2) + 1;
+        let class = emb.get(h, "class_embedding")?.to_dtype(DType::F32)?.to_vec1()?;
+        let positions = emb.pp("position_embedding").get((n_pos, h), "weight")?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let eps = c.layer_norm_eps;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| vit::Layer::load(&v.pp(format!("encoder.layers.{i}")), h, c.intermediate_size, eps))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(CpuTower {
+            patch,
+            class,
+            positions,
+            pre_ln: vit::Norm::load(&v.pp("pre_layrnorm"), h, eps)?,
+            stack: vit::Stack { layers, heads: c.num_attention_heads, act: vit::Act::QuickGelu },
+            post_ln: vit::Norm::load(&v.pp("post_layernorm"), h, eps)?,
+            projection: vit::Dense::load(&vb.pp("visual_projection"), h, c.projection_dim, false)?,
+            size: c.image_size,
+            patch_size: p,
+        })
+    }
+
+    /// Projected features `(n, projection_dim)` of `n` prepared images (CHW, concatenated).
+    fn forward(&self, pixels: &[f32], n: usize) -> Vec<f32> {
+        let h = self.class.len();
+        let patches = vit::patch_embed(pixels, n, self.size, self.patch_size, &self.patch);
+        let seq = self.positions.len() / h;
+        let mut x = vec![0f32; n * seq * h];
+        x.par_chunks_mut(seq * h).enumerate().for_each(|(i, img)| {
+            img[..h].copy_from_slice(&self.class);
+            img[h..].copy_from_slice(&patches[i * (seq - 1) * h..(i + 1) * (seq - 1) * h]);
+            img.iter_mut().zip(&self.positions).for_each(|(v, p)| *v += p);
+        });
+        let mut x = self.pre_ln.forward(&x);
+        self.stack.forward(&mut x, n, seq);
+        let cls: Vec<f32> = (0..n).flat_map(|i| x[i * seq * h..i * seq * h + h].iter().copied()).collect();
+        self.projection.forward(&self.post_ln.forward(&cls), n)
+    }
+}
+
 /// A loaded CLIP image encoder.
 pub struct ClipEncoder {
-    tower: Tower,
-    projection: Linear,
+    net: Net,
     pre: Preprocess,
     size: usize,
     device: Device,
@@ -208,6 +282,11 @@ fn candle(path: &std::path::Path, context: &str) -> impl Fn(candle_core::Error) 
 
 impl ClipEncoder {
     pub fn load(p: &HfParams) -> Result<ClipEncoder, EncodeError> {
+        Self::load_with(p, Kernels::Auto)
+    }
+
+    /// [`ClipEncoder::load`] with a choice of implementation (tests compare the two).
+    pub fn load_with(p: &HfParams, kernels: Kernels) -> Result<ClipEncoder, EncodeError> {
         let snap = Snapshot::open(&p.dir)?;
         let cfg_path = snap.config_path();
         let mut c: ClipVisionJson = serde_json::from_value(snap.vision_config().clone())
@@ -233,9 +312,14 @@ impl ClipEncoder {
         let vb = snap.var_builder(dtype, &device)?;
         snap.require_tensors(&vb, &expected_tensors(&c))?;
         let wpath = snap.weights[0].clone();
-        let tower = Tower::new(vb.pp("vision_model"), &c).map_err(candle(&wpath, "building the CLIP vision tower"))?;
-        let projection = candle_nn::linear_no_bias(c.hidden_size, c.projection_dim, vb.pp("visual_projection"))
-            .map_err(candle(&wpath, "visual_projection"))?;
+        let net = if kernels == Kernels::Auto && device.is_cpu() && dtype == DType::F32 {
+            Net::Cpu(CpuTower::new(vb, &c).map_err(candle(&wpath, "building the CLIP vision tower"))?)
+        } else {
+            let tower = Tower::new(vb.pp("vision_model"), &c).map_err(candle(&wpath, "building the CLIP vision tower"))?;
+            let projection = candle_nn::linear_no_bias(c.hidden_size, c.projection_dim, vb.pp("visual_projection"))
+                .map_err(candle(&wpath, "visual_projection"))?;
+            Net::Candle { tower, projection }
+        };
         let fp = Fingerprint::new("encoder/clip/1")
             .field(&snap.weights_sha256()?)
             .json(&c)
@@ -243,7 +327,7 @@ impl ClipEncoder {
             .json(&p.dtype)
             .finish();
         let name = format!("clip:{}", p.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-        Ok(ClipEncoder { tower, projection, pre, size: c.image_size, device, dtype, dim: c.projection_dim, fp, name })
+        Ok(ClipEncoder { net, pre, size: c.image_size, device, dtype, dim: c.projection_dim, fp, name })
     }
 
     pub fn preprocess(&self) -> &Preprocess {
@@ -253,9 +337,21 @@ impl ClipEncoder {
     /// Projected, un-normalised image features `(n, projection_dim)` for prepared pixels.
     pub fn features(&self, items: Vec<Vec<f32>>) -> Result<Tensor, EncodeError> {
         let err = |e: candle_core::Error| EncodeError::Model { encoder: self.name.clone(), message: e.to_string() };
-        let x = hf::pixels_tensor(items, self.size, self.size, &self.device, self.dtype).map_err(err)?;
-        let pooled = self.tower.forward(&x).map_err(err)?;
-        self.projection.forward(&pooled).map_err(err)
+        match &self.net {
+            Net::Cpu(t) => {
+                let n = items.len();
+                let want = 3 * self.size * self.size;
+                if let Some(bad) = items.iter().find(|v| v.len() != want) {
+                    return Err(EncodeError::Model { encoder: self.name.clone(), message: format!("prepared pixels have {} values, expected {want}", bad.len()) });
+                }
+                let f = t.forward(&items.concat(), n);
+                Tensor::from_vec(f, (n, self.dim), &Device::Cpu).map_err(err)
+            }
+            Net::Candle { tower, projection } => {
+                let x = hf::pixels_tensor(items, self.size, self.size, &self.device, self.dtype).map_err(err)?;
+                projection.forward(&tower.forward(&x).map_err(err)?).map_err(err)
+            }
+        }
     }
 
     /// Preprocess one image into CHW pixels.

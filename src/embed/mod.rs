@@ -19,6 +19,7 @@ pub mod hf;
 pub mod im2gps;
 pub mod preprocess;
 pub mod siglip;
+pub mod vit;
 
 use crate::decode::{self, DecodeError};
 use crate::ingest::{Dataset, ShardError};
