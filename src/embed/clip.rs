@@ -9,10 +9,16 @@
 //! names, same maths) but is written out here with fused CPU kernels for quick-GELU and the
 //! attention softmax (candle's version runs them as 3-5 separate full-tensor passes; measured
 //! 39.9 s -> 38.6 s for 100 photos through ViT-B/16 on 2 cores, see benches/README.md), and it
-//! honours the configured `layer_norm_eps`. The config comes from `config.json` (`vision_config` of a full model,
-//! or a vision-only config); only `quick_gelu` (OpenAI CLIP) is supported. candle would replace a
-//! missing class embedding with random values: every expected tensor is asserted to exist first.
+//! honours the configured `layer_norm_eps`. The config comes from `config.json` as transformers
+//! reads it ([`vision_config`]): `vision_config` of a full `CLIPModel` (overridden by a legacy
+//! `vision_config_dict`), or a vision-only `clip_vision_model` config
+//! (`CLIPVisionModelWithProjection`); absent or `null` fields take `CLIPVisionConfig`'s defaults.
+//! `hidden_act` is any of [`Act`]'s GELU variants (`quick_gelu` for OpenAI CLIP, `gelu` for
+//! LAION/OpenCLIP conversions). candle would replace a missing class embedding with random values:
+//! every expected tensor is asserted to exist first, and `visual_projection.weight` must have the
+//! configured `projection_dim` rows (a `CLIPVisionModel` export without it is an error).
 
+use super::act::Act;
 use super::hf::{self, HfError, Snapshot};
 use super::preprocess::{Family, Preprocess};
 use super::{EncodeError, Encoder, HfParams, Prepared, vit};
@@ -23,7 +29,8 @@ use candle_nn::{Conv2d, LayerNorm, Linear, VarBuilder};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-/// The `config.json` fields the vision tower uses (HF defaults = ViT-B/32).
+/// The `config.json` fields the vision tower uses (defaults: transformers' `CLIPVisionConfig`,
+/// i.e. ViT-B/32).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ClipVisionJson {
@@ -34,7 +41,7 @@ pub struct ClipVisionJson {
     pub num_channels: usize,
     pub image_size: usize,
     pub patch_size: usize,
-    pub hidden_act: String,
+    pub hidden_act: Act,
     pub layer_norm_eps: f64,
     pub projection_dim: usize,
 }
@@ -49,7 +56,7 @@ impl Default for ClipVisionJson {
             num_channels: 3,
             image_size: 224,
             patch_size: 32,
-            hidden_act: "quick_gelu".into(),
+            hidden_act: Act::QuickGelu,
             layer_norm_eps: 1e-5,
             projection_dim: 512,
         }
@@ -100,7 +107,7 @@ impl candle_core::CustomOp1 for QuickGelu {
     }
 }
 
-fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
+pub(super) fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
         x.apply_op1_no_bwd(&QuickGelu)
     } else {
@@ -129,6 +136,7 @@ struct Tower {
     layers: Vec<Layer>,
     post_ln: LayerNorm,
     heads: usize,
+    act: Act,
 }
 
 impl Tower {
@@ -156,7 +164,7 @@ impl Tower {
                 fc2: candle_nn::linear(c.intermediate_size, h, l.pp("mlp.fc2"))?,
             });
         }
-        Ok(Tower { patch, class, positions, pre_ln: ln(vb.pp("pre_layrnorm"))?, layers, post_ln: ln(vb.pp("post_layernorm"))?, heads: c.num_attention_heads })
+        Ok(Tower { patch, class, positions, pre_ln: ln(vb.pp("pre_layrnorm"))?, layers, post_ln: ln(vb.pp("post_layernorm"))?, heads: c.num_attention_heads, act: c.hidden_act })
     }
 
     /// Pooled output `(b, hidden)`: the post-layernormed class token.
@@ -182,7 +190,7 @@ impl Tower {
             x = (l.out.forward(&o)? + r)?;
             let r = x.clone();
             let y = l.fc1.forward(&l.ln2.forward(&x)?)?;
-            x = (l.fc2.forward(&quick_gelu(&y)?)? + r)?;
+            x = (l.fc2.forward(&self.act.forward(&y)?)? + r)?;
         }
         self.post_ln.forward(&x.i((.., 0, ..))?.contiguous()?)
     }
@@ -236,7 +244,7 @@ impl CpuTower {
             class,
             positions,
             pre_ln: vit::Norm::load(&v.pp("pre_layrnorm"), h, eps)?,
-            stack: vit::Stack { layers, heads: c.num_attention_heads, act: vit::Act::QuickGelu },
+            stack: vit::Stack { layers, heads: c.num_attention_heads, act: c.hidden_act },
             post_ln: vit::Norm::load(&v.pp("post_layernorm"), h, eps)?,
             projection: vit::Dense::load(&vb.pp("visual_projection"), h, c.projection_dim, false)?,
             size: c.image_size,
@@ -260,6 +268,53 @@ impl CpuTower {
         let cls: Vec<f32> = (0..n).flat_map(|i| x[i * seq * h..i * seq * h + h].iter().copied()).collect();
         self.projection.forward(&self.post_ln.forward(&cls), n)
     }
+}
+
+/// The vision config as transformers builds it for `CLIPModel` (a full config) or
+/// `CLIPVisionModelWithProjection` (a vision-only config).
+///
+/// - `CLIPConfig` turns a legacy `vision_config_dict` (written by old transformers, e.g. in the
+///   OpenAI snapshots) into a complete `CLIPVisionConfig` and overwrites `vision_config` with it:
+///   every field then comes from `vision_config_dict` or the default, whatever `vision_config`
+///   says.
+/// - `CLIPModel`'s `visual_projection` has the top-level `projection_dim` (default 512) rows;
+///   `CLIPVisionModelWithProjection` uses the vision config's own.
+/// - Absent and `null` fields take `CLIPVisionConfig`'s defaults (transformers 5 would reject a
+///   `null` for most of them; old files carry `null`s for fields they never set).
+pub fn vision_config(snap: &Snapshot) -> Result<ClipVisionJson, HfError> {
+    let path = snap.config_path();
+    let v = match snap.config.get("vision_config_dict") {
+        Some(d) if d.is_object() => hf::without_nulls(d),
+        _ => snap.vision_config(),
+    };
+    let mut c: ClipVisionJson = serde_json::from_value(v).map_err(|e| HfError::Config { path: path.clone(), message: format!("vision config: {e}") })?;
+    if snap.is_full_model() {
+        c.projection_dim = hf::get_or(&snap.config, "projection_dim", 512, &path)?;
+    }
+    Ok(c)
+}
+
+/// `visual_projection.weight` must be `(projection_dim, hidden_size)`: a clear error naming both
+/// files rather than candle's shape mismatch.
+fn check_projection(snap: &Snapshot, vb: &VarBuilder, c: &ClipVisionJson) -> Result<(), HfError> {
+    let name = "visual_projection.weight";
+    let w = vb.get_unchecked(name).map_err(candle(&snap.weights_source, name))?;
+    if w.dims() != [c.projection_dim, c.hidden_size] {
+        let source = if snap.is_full_model() { "the top-level `projection_dim` (CLIPModel; default 512)" } else { "`projection_dim` (CLIPVisionModelWithProjection; default 512)" };
+        return Err(HfError::Config {
+            path: snap.config_path(),
+            message: format!(
+                "projection_dim {} from {source} and hidden_size {} need {name} of shape [{}, {}], but {} has {:?}",
+                c.projection_dim,
+                c.hidden_size,
+                c.projection_dim,
+                c.hidden_size,
+                snap.weights_source.display(),
+                w.dims()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A loaded CLIP image encoder.
@@ -288,15 +343,7 @@ impl ClipEncoder {
     /// [`ClipEncoder::load`] with a choice of implementation (tests compare the two).
     pub fn load_with(p: &HfParams, kernels: Kernels) -> Result<ClipEncoder, EncodeError> {
         let snap = Snapshot::open(&p.dir)?;
-        let cfg_path = snap.config_path();
-        let mut c: ClipVisionJson = serde_json::from_value(snap.vision_config().clone())
-            .map_err(|e| HfError::Config { path: cfg_path.clone(), message: format!("vision config: {e}") })?;
-        if let Some(pd) = snap.config.get("projection_dim").and_then(|v| v.as_u64()) {
-            c.projection_dim = pd as usize; // a full CLIPModel's projection width
-        }
-        if c.hidden_act != "quick_gelu" {
-            return Err(HfError::Config { path: cfg_path, message: format!("hidden_act `{}`: only quick_gelu (OpenAI CLIP) is supported", c.hidden_act) }.into());
-        }
+        let c = vision_config(&snap)?;
         let pre_path = p.dir.join("preprocessor_config.json");
         let pre = Preprocess::from_config(&snap.preprocessor, Family::Clip, &pre_path)?;
         if pre.output_size() != Some((c.image_size as u32, c.image_size as u32)) {
@@ -311,7 +358,8 @@ impl ClipEncoder {
         let dtype = p.dtype.candle();
         let vb = snap.var_builder(dtype, &device)?;
         snap.require_tensors(&vb, &expected_tensors(&c))?;
-        let wpath = snap.weights[0].clone();
+        check_projection(&snap, &vb, &c)?;
+        let wpath = snap.weights_source.clone();
         let net = if kernels == Kernels::Auto && device.is_cpu() && dtype == DType::F32 {
             Net::Cpu(CpuTower::new(vb, &c).map_err(candle(&wpath, "building the CLIP vision tower"))?)
         } else {
@@ -394,5 +442,81 @@ impl Encoder for ClipEncoder {
         let px = take_pixels(&self.name, items, |i| self.pixels(i))?;
         let f = self.features(px)?;
         hf::normalized_rows(&f).map_err(|e| EncodeError::Model { encoder: self.name.clone(), message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snap(config: serde_json::Value) -> Snapshot {
+        let dir = std::path::PathBuf::from("/snap");
+        Snapshot { dir: dir.clone(), config, preprocessor: json!({}), weights: vec![], format: hf::WeightFormat::Safetensors, weights_source: dir.join("model.safetensors") }
+    }
+
+    /// transformers 5's `CLIPVisionConfig()` (ViT-B/32).
+    #[test]
+    fn defaults_are_transformers_clip_vision_config() {
+        let c = vision_config(&snap(json!({"model_type": "clip_vision_model"}))).unwrap();
+        let want = ClipVisionJson {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            num_channels: 3,
+            image_size: 224,
+            patch_size: 32,
+            hidden_act: Act::QuickGelu,
+            layer_norm_eps: 1e-5,
+            projection_dim: 512,
+        };
+        assert_eq!(c, want);
+        assert_eq!(c, ClipVisionJson::default());
+        // A full config without any vision fields or projection_dim: CLIPConfig's defaults.
+        assert_eq!(vision_config(&snap(json!({"model_type": "clip", "vision_config": null}))).unwrap(), want);
+    }
+
+    /// openai/clip-vit-large-patch14-336 as uploaded (transformers 4.21): a complete
+    /// `vision_config` plus the legacy `vision_config_dict`. transformers' CLIPConfig rebuilds the
+    /// vision config from `vision_config_dict` + defaults, so that is what counts (the conflicting
+    /// values here are made up to show it; the real file's agree).
+    #[test]
+    fn legacy_vision_config_dict_wins() {
+        let cfg = json!({
+            "_name_or_path": "openai/clip-vit-large-patch14-336",
+            "architectures": ["CLIPModel"],
+            "initializer_factor": 1.0,
+            "logit_scale_init_value": 2.6592,
+            "model_type": "clip",
+            "projection_dim": 768,
+            "text_config": {"hidden_size": 768, "projection_dim": 768, "bad_words_ids": null},
+            "text_config_dict": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12, "projection_dim": 768},
+            "torch_dtype": "float32",
+            "transformers_version": null,
+            "vision_config": {
+                "hidden_size": 1024, "image_size": 224, "intermediate_size": 4096, "layer_norm_eps": 1e-05,
+                "hidden_act": "gelu", "num_attention_heads": 16, "num_hidden_layers": 24, "patch_size": 14,
+                "projection_dim": 768, "bad_words_ids": null, "prefix": null
+            },
+            "vision_config_dict": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096, "num_attention_heads": 16, "num_hidden_layers": 24, "patch_size": 14, "projection_dim": 768}
+        });
+        let c = vision_config(&snap(cfg)).unwrap();
+        assert_eq!((c.hidden_size, c.image_size, c.patch_size, c.num_hidden_layers, c.projection_dim), (1024, 336, 14, 24, 768));
+        assert_eq!(c.hidden_act, Act::QuickGelu); // the default, not vision_config's
+    }
+
+    /// CLIPModel takes the top-level projection_dim; CLIPVisionModelWithProjection its own. `null`s
+    /// take defaults; LAION conversions use `gelu`.
+    #[test]
+    fn projection_dim_nulls_and_activation() {
+        let full = json!({"model_type": "clip", "vision_config": {"projection_dim": 1024, "hidden_act": "gelu", "layer_norm_eps": null}});
+        let c = vision_config(&snap(full)).unwrap();
+        assert_eq!((c.projection_dim, c.hidden_act, c.layer_norm_eps), (512, Act::Gelu, 1e-5));
+        let only = json!({"model_type": "clip_vision_model", "architectures": ["CLIPVisionModelWithProjection"], "projection_dim": 1024, "image_size": null});
+        let c = vision_config(&snap(only)).unwrap();
+        assert_eq!((c.projection_dim, c.image_size), (1024, 224));
+        let e = vision_config(&snap(json!({"vision_config": {"hidden_act": "swish"}}))).unwrap_err().to_string();
+        assert!(e.contains("/snap/config.json") && e.contains("swish") && e.contains("quick_gelu, gelu"), "{e}");
     }
 }

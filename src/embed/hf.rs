@@ -1,13 +1,19 @@
-//! Local Hugging Face snapshot directories: `config.json`, `preprocessor_config.json` and
-//! `model.safetensors` (or sharded `model-0000i-of-0000n.safetensors` with
-//! `model.safetensors.index.json`). Nothing here downloads; a missing file is an error naming it.
-//! Also: device and dtype selection, and streaming SHA-256 of weight files for fingerprints.
+//! Local Hugging Face snapshot directories: `config.json`, `preprocessor_config.json` and the
+//! weights, looked for in transformers' order (`modeling_utils`, local directory):
+//! `model.safetensors`, `model.safetensors.index.json` (sharded), `pytorch_model.bin`,
+//! `pytorch_model.bin.index.json` (sharded). Safetensors are memory-mapped; PyTorch files (zip
+//! pickles, torch >= 1.6) are read lazily, tensor by tensor, through candle's pickle reader.
+//! Either way every tensor is converted to the run dtype (checkpoints stored in f16/bf16 run in
+//! f32 on the CPU), and tensors nobody asks for (`text_model.*`, `logit_scale`, position-id
+//! buffers) are never read. Nothing here downloads; a missing file is an error naming it.
+//! Also: device and dtype selection, and streaming SHA-256 of the weight files actually used.
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
+use candle_nn::var_builder::SimpleBackend;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -96,6 +102,17 @@ pub struct Snapshot {
     pub preprocessor: serde_json::Value,
     /// Weight files, in shard order.
     pub weights: Vec<PathBuf>,
+    pub format: WeightFormat,
+    /// The file that names the weights: the single weight file, or the shard index.
+    pub weights_source: PathBuf,
+}
+
+/// How the weights are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    Safetensors,
+    /// PyTorch `torch.save` zip archives (`pytorch_model*.bin`).
+    Pytorch,
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, HfError> {
@@ -120,33 +137,43 @@ impl Snapshot {
         }
         let config = read_json(&require_file(dir, "config.json")?)?;
         let preprocessor = read_json(&require_file(dir, "preprocessor_config.json")?)?;
-        let weights = weight_files(dir)?;
-        Ok(Snapshot { dir: dir.to_path_buf(), config, preprocessor, weights })
+        let (format, weights_source, weights) = weight_files(dir)?;
+        Ok(Snapshot { dir: dir.to_path_buf(), config, preprocessor, weights, format, weights_source })
     }
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("config.json")
     }
 
-    /// The vision part of `config.json`: `vision_config` of a full model, or the whole file of a
-    /// vision-only model.
-    pub fn vision_config(&self) -> &serde_json::Value {
-        self.config.get("vision_config").unwrap_or(&self.config)
+    /// Whether `config.json` is a full (image + text) model's, with a `vision_config` inside.
+    pub fn is_full_model(&self) -> bool {
+        self.config.get("vision_config").is_some()
+    }
+
+    /// The vision part of `config.json`, `vision_config` of a full model (`null`: all defaults)
+    /// or the whole file of a vision-only model, with `null` fields removed so that they take
+    /// their defaults.
+    pub fn vision_config(&self) -> serde_json::Value {
+        match self.config.get("vision_config") {
+            Some(serde_json::Value::Null) => serde_json::json!({}),
+            Some(v) => without_nulls(v),
+            None => without_nulls(&self.config),
+        }
     }
 
     pub fn model_type(&self) -> Option<&str> {
         self.config.get("model_type").and_then(|v| v.as_str())
     }
 
-    /// Memory-mapped weights.
+    /// The weights, every tensor converted to `dtype` when read.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>, HfError> {
-        // SAFETY: the files are memory-mapped read-only; like every safetensors reader we rely on
-        // nobody truncating them while the model is loaded.
-        unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device) }.map_err(|source| HfError::Candle {
-            path: self.weights[0].clone(),
-            context: "reading safetensors".into(),
-            source,
-        })
+        match self.format {
+            // SAFETY: the files are memory-mapped read-only; like every safetensors reader we
+            // rely on nobody truncating them while the model is loaded.
+            WeightFormat::Safetensors => unsafe { VarBuilder::from_mmaped_safetensors(&self.weights, dtype, device) }
+                .map_err(|source| HfError::Candle { path: self.weights_source.clone(), context: "reading safetensors".into(), source }),
+            WeightFormat::Pytorch => Ok(VarBuilder::from_backend(Box::new(PthFiles::open(&self.weights)?), dtype, device.clone())),
+        }
     }
 
     /// Fail naming the first missing tensor (candle silently randomises some, e.g. CLIP's class
@@ -165,15 +192,32 @@ impl Snapshot {
     }
 }
 
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HfError> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
+/// The weight files, in transformers' order of preference: safetensors before PyTorch, a single
+/// file before a sharded index.
+fn weight_files(dir: &Path) -> Result<(WeightFormat, PathBuf, Vec<PathBuf>), HfError> {
+    let candidates = [
+        (WeightFormat::Safetensors, "model.safetensors", "model.safetensors.index.json"),
+        (WeightFormat::Pytorch, "pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ];
+    for (format, single, index) in candidates {
+        let single = dir.join(single);
+        if single.is_file() {
+            return Ok((format, single.clone(), vec![single]));
+        }
+        let index = dir.join(index);
+        if index.is_file() {
+            return Ok((format, index.clone(), shard_files(dir, &index)?));
+        }
     }
-    let index = dir.join("model.safetensors.index.json");
-    if !index.is_file() {
-        return Err(HfError::MissingFile { dir: dir.to_path_buf(), file: "model.safetensors (or model.safetensors.index.json)".into() });
-    }
+    Err(HfError::MissingFile {
+        dir: dir.to_path_buf(),
+        file: "model.safetensors (or model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)".into(),
+    })
+}
+
+/// The files a shard index's `weight_map` names, each required to exist.
+fn shard_files(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, HfError> {
+    let index = index.to_path_buf();
     let v = read_json(&index)?;
     let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| HfError::Config {
         path: index.clone(),
@@ -184,6 +228,62 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, HfError> {
         return Err(HfError::Config { path: index, message: "`weight_map` names no files".into() });
     }
     files.into_iter().map(|f| require_file(dir, f)).collect()
+}
+
+/// PyTorch weight files as a candle backend: each file's tensor table is read once; a tensor is
+/// read from the file that holds it when asked for (candle's own `PthTensors` backend reads a
+/// tensor in full just to answer `contains_tensor`).
+struct PthFiles {
+    files: Vec<candle_core::pickle::PthTensors>,
+    which: HashMap<String, usize>,
+}
+
+impl PthFiles {
+    fn open(paths: &[PathBuf]) -> Result<PthFiles, HfError> {
+        let mut files = vec![];
+        let mut which = HashMap::new();
+        for (i, p) in paths.iter().enumerate() {
+            let f = candle_core::pickle::PthTensors::new(p, None).map_err(|source| HfError::Candle {
+                path: p.clone(),
+                context: "reading PyTorch weights (a torch.save zip archive, torch >= 1.6)".into(),
+                source,
+            })?;
+            for name in f.tensor_infos().keys() {
+                which.insert(name.clone(), i);
+            }
+            files.push(f);
+        }
+        Ok(PthFiles { files, which })
+    }
+}
+
+impl SimpleBackend for PthFiles {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.shape() != &s {
+            return Err(candle_core::Error::UnexpectedShape { msg: format!("shape mismatch for {name}"), expected: s, got: t.shape().clone() }.bt());
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let missing = || candle_core::Error::CannotFindTensor { path: name.to_string() }.bt();
+        let file = self.which.get(name).ok_or_else(missing)?;
+        self.files[*file].get(name)?.ok_or_else(missing)?.to_device(dev)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.which.contains_key(name)
+    }
+}
+
+/// A JSON object without its `null` fields (a `null` in a Hugging Face config means "not set",
+/// so the field takes its default). Anything else is returned as is.
+pub fn without_nulls(v: &serde_json::Value) -> serde_json::Value {
+    match v.as_object() {
+        Some(o) => serde_json::Value::Object(o.iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k.clone(), x.clone())).collect()),
+        None => v.clone(),
+    }
 }
 
 /// SHA-256 over several files (each length-prefixed), hex.

@@ -13,6 +13,7 @@
 //! - decode + preprocess ([`Encoder::prepare`]) run on the rayon pool one batch ahead of the
 //!   model, through a bounded channel.
 
+pub mod act;
 pub mod clip;
 pub mod geoclip;
 pub mod hf;
@@ -124,7 +125,8 @@ fn default_batch() -> usize {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HfParams {
-    /// Local snapshot directory (config.json, preprocessor_config.json, safetensors).
+    /// Local snapshot directory (config.json, preprocessor_config.json, safetensors or
+    /// pytorch_model.bin weights, single or sharded).
     pub dir: PathBuf,
     /// `cpu`, `cuda` or `cuda:N` (CUDA needs the `cuda` cargo feature).
     #[serde(default = "default_device")]
@@ -156,8 +158,8 @@ impl EncoderSpec {
         let snap = hf::Snapshot::open(dir)?;
         let params = HfParams::new(dir.to_path_buf());
         match snap.model_type() {
-            Some(t) if t.starts_with("clip") => Ok(EncoderSpec::Clip { params }),
-            Some(t) if t.starts_with("siglip") => Ok(EncoderSpec::Siglip { params }),
+            Some("clip" | "clip_vision_model") => Ok(EncoderSpec::Clip { params }),
+            Some("siglip" | "siglip_vision_model") => Ok(EncoderSpec::Siglip { params }),
             other => Err(EncodeError::Config(format!(
                 "{}: model_type {other:?} is not a supported encoder (clip, clip_vision_model, siglip, siglip_vision_model)",
                 snap.config_path().display()

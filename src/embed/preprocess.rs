@@ -7,6 +7,15 @@
 //! - `SiglipImageProcessor` (<https://github.com/huggingface/transformers/blob/main/src/transformers/models/siglip/image_processing_siglip.py>):
 //!   resize straight to `size.height x size.width`, rescale, normalise (mean = std = 0.5).
 //!
+//! Fields are read as transformers reads them, whatever the file's age: a missing or `null` field
+//! takes the processor class's default (both classes: bicubic, rescale 1/255, normalise; CLIP:
+//! short side 224, centre crop 224 with the OpenAI mean/std; SigLIP: 224x224, no crop, 0.5), so
+//! the old `CLIPFeatureExtractor` files (no `do_rescale`/`rescale_factor`/`do_convert_rgb`) work.
+//! An integer `size` is `get_size_dict(size, default_to_square=False)`, i.e. a shortest edge,
+//! for both classes (a SigLIP model then refuses it: its input must be square); an integer
+//! `crop_size` is a square. `feature_extractor_type` / `image_processor_type` are not read: the
+//! model's `model_type` decides the class. Images are always converted to RGB (`do_convert_rgb`).
+//!
 //! Resampling uses `fast_image_resize`'s convolution filters, which reproduce PIL's
 //! (`resample` codes 0 nearest, 1 Lanczos, 2 bilinear, 3 bicubic, 4 box, 5 Hamming) to within one
 //! 8-bit level, provided the two passes run in PIL's order: horizontal first, through a clamped
@@ -91,9 +100,12 @@ impl Preprocess {
                 (Family::Clip, None) => Resize::ShortestEdge(224),
                 (Family::Siglip, None) => Resize::Exact { height: 224, width: 224 },
                 (_, Some(s)) => {
+                    if s.get("longest_edge").is_some_and(|l| !l.is_null()) || s.get("max_height").is_some_and(|l| !l.is_null()) {
+                        return Err(HfError::Config { path: path.to_path_buf(), message: format!("`size` {s}: longest_edge / max_height resizing is not supported") });
+                    }
                     if let Some(e) = s.get("shortest_edge") {
                         Resize::ShortestEdge(as_u32(e, "size.shortest_edge", path)?)
-                    } else if family == Family::Clip && s.is_u64() {
+                    } else if s.is_u64() {
                         Resize::ShortestEdge(as_u32(&s, "size", path)?)
                     } else {
                         let (height, width) = hw(&s, "size", path)?;
@@ -287,5 +299,71 @@ mod tests {
         // mean = std = 0.5: 255 -> 1, 0 -> -1.
         assert!((px[0] - 1.0).abs() < 1e-6 && (px[384 * 384] + 1.0).abs() < 1e-6);
         assert!(Preprocess::from_config(&json!({"image_std": [0.5, 0.0, 0.5]}), Family::Siglip, Path::new("p.json")).is_err());
+    }
+
+    /// `preprocessor_config.json` of openai/clip-vit-base-patch32 (and, with 336, of
+    /// clip-vit-large-patch14-336 and geolocal/StreetCLIP), written by transformers 4.x's
+    /// `CLIPFeatureExtractor`: integer sizes, no rescale fields, no `do_convert_rgb`.
+    #[test]
+    fn old_clip_feature_extractor_files() {
+        for n in [224u32, 336] {
+            let v = json!({
+                "crop_size": n,
+                "do_center_crop": true,
+                "do_normalize": true,
+                "do_resize": true,
+                "feature_extractor_type": "CLIPFeatureExtractor",
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "resample": 3,
+                "size": n
+            });
+            let p = Preprocess::from_config(&v, Family::Clip, Path::new("p.json")).unwrap();
+            assert_eq!(p.resize, Some(Resize::ShortestEdge(n)));
+            assert_eq!(p.crop, Some((n, n)));
+            assert_eq!(p.rescale, Some(1.0 / 255.0));
+            assert_eq!(p.resample, 3);
+            assert_eq!(p.output_size(), Some((n, n)));
+            // The same as the current CLIPImageProcessor layout of the same checkpoint.
+            let new = json!({
+                "crop_size": {"height": n, "width": n}, "do_center_crop": true, "do_convert_rgb": true,
+                "do_normalize": true, "do_rescale": true, "do_resize": true,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_processor_type": "CLIPImageProcessor",
+                "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3,
+                "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": n}
+            });
+            assert_eq!(Preprocess::from_config(&new, Family::Clip, Path::new("p.json")).unwrap(), p);
+        }
+        // Nothing but the class: CLIPImageProcessor's defaults.
+        let d = Preprocess::from_config(&json!({"image_processor_type": "CLIPImageProcessor", "do_convert_rgb": null, "resample": null}), Family::Clip, Path::new("p.json")).unwrap();
+        assert_eq!((d.resize, d.crop, d.resample), (Some(Resize::ShortestEdge(224)), Some((224, 224)), 3));
+        assert_eq!(d.normalize.unwrap().1[2], 0.275_777_1);
+    }
+
+    /// google/siglip-base-patch16-224 / siglip-so400m-patch14-384 (bicubic) and the SigLIP 2
+    /// fixed-resolution processors (bilinear, `do_convert_rgb: null`).
+    #[test]
+    fn siglip_and_siglip2_files() {
+        let v = |n: u32, resample: u32| {
+            json!({
+                "do_convert_rgb": null, "do_normalize": true, "do_rescale": true, "do_resize": true,
+                "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "SiglipImageProcessor",
+                "image_std": [0.5, 0.5, 0.5], "processor_class": "SiglipProcessor", "resample": resample,
+                "rescale_factor": 0.00392156862745098, "size": {"height": n, "width": n}
+            })
+        };
+        for (n, r) in [(224, 3), (384, 3), (224, 2), (512, 2)] {
+            let p = Preprocess::from_config(&v(n, r), Family::Siglip, Path::new("p.json")).unwrap();
+            assert_eq!((p.resize, p.crop, p.resample), (Some(Resize::Exact { height: n, width: n }), None, r));
+            assert_eq!(p.normalize, Some(([0.5; 3], [0.5; 3])));
+        }
+        // transformers reads an integer size with default_to_square=False: a shortest edge (which
+        // the SigLIP encoder then refuses), not a square.
+        let p = Preprocess::from_config(&json!({"size": 224}), Family::Siglip, Path::new("p.json")).unwrap();
+        assert_eq!(p.resize, Some(Resize::ShortestEdge(224)));
+        let p = Preprocess::from_config(&json!({}), Family::Siglip, Path::new("p.json")).unwrap();
+        assert_eq!((p.resize, p.resample), (Some(Resize::Exact { height: 224, width: 224 }), 3));
+        let e = Preprocess::from_config(&json!({"size": {"shortest_edge": 224, "longest_edge": 448}}), Family::Clip, Path::new("p.json")).unwrap_err().to_string();
+        assert!(e.contains("p.json") && e.contains("longest_edge"), "{e}");
     }
 }

@@ -4,11 +4,18 @@
 //! Reference implementation: Hugging Face `SiglipVisionModel` (`pooler_output`) /
 //! `SiglipModel.get_image_features`,
 //! <https://github.com/huggingface/transformers/blob/main/src/transformers/models/siglip/modeling_siglip.py>;
-//! the transformer is candle's `siglip::VisionModel`, whose `VisionConfig` deserialises straight
-//! from `config.json`. The embedding is the pooled head output, L2-normalised. The input size must
-//! equal the configured `image_size` (candle would otherwise interpolate position embeddings,
-//! which the fixed-resolution checkpoints never do).
+//! the transformer is candle's `siglip::VisionModel`, whose `VisionConfig` deserialises from
+//! `config.json` (`vision_config` of a full `SiglipModel`, or a vision-only `siglip_vision_model`
+//! config). Absent or `null` fields take transformers' `SiglipVisionConfig` defaults (base/16-224,
+//! `gelu_pytorch_tanh`, eps 1e-6; candle's defaults are the same), so a `vision_config` that lists
+//! only `patch_size` is a SigLIP base. `hidden_act` is parsed by [`Act`] and must be one candle's
+//! tower has (the GELU variants other than `quick_gelu` / `gelu_10`). The embedding is the pooled
+//! head output, L2-normalised. The input size must equal the configured `image_size` (candle
+//! would otherwise interpolate position embeddings, which the fixed-resolution checkpoints never
+//! do). SigLIP 2 NaFlex checkpoints (`model_type: siglip2`, a linear patch embedding and
+//! variable resolution) are refused; the fixed-resolution SigLIP 2 ones are `siglip` models.
 
+use super::act::Act;
 use super::clip::take_pixels;
 use super::hf::{self, HfError, Snapshot};
 use super::preprocess::{Family, Preprocess, Resize};
@@ -45,6 +52,29 @@ pub fn expected_tensors(layers: usize) -> Vec<String> {
     v
 }
 
+/// candle's `VisionConfig` from `config.json`, and the vision JSON it came from (nulls removed;
+/// part of the fingerprint).
+pub fn vision_config(snap: &Snapshot) -> Result<(VisionConfig, serde_json::Value), HfError> {
+    let path = snap.config_path();
+    let bad = |message: String| HfError::Config { path: path.clone(), message };
+    if let Some(t) = snap.model_type().filter(|t| t.starts_with("siglip2")) {
+        return Err(bad(format!("model_type `{t}` (SigLIP 2 NaFlex) is not supported; fixed-resolution SigLIP 2 checkpoints have model_type `siglip`")));
+    }
+    let vjson = snap.vision_config();
+    let act = match vjson.get("hidden_act") {
+        None => Act::GeluPytorchTanh,
+        Some(a) => serde_json::from_value::<Act>(a.clone()).map_err(|e| bad(format!("vision config: {e}")))?,
+    };
+    let hidden_act = act.candle().ok_or_else(|| bad(format!("hidden_act `{}` is not available in the SigLIP tower", act.name())))?;
+    let mut rest = vjson.clone();
+    if let Some(o) = rest.as_object_mut() {
+        o.remove("hidden_act");
+    }
+    let mut cfg: VisionConfig = serde_json::from_value(rest).map_err(|e| bad(format!("vision config: {e}")))?;
+    cfg.hidden_act = hidden_act;
+    Ok((cfg, vjson))
+}
+
 /// A loaded SigLIP image encoder.
 pub struct SiglipEncoder {
     model: VisionModel,
@@ -61,9 +91,7 @@ impl SiglipEncoder {
     pub fn load(p: &HfParams) -> Result<SiglipEncoder, EncodeError> {
         let snap = Snapshot::open(&p.dir)?;
         let cfg_path = snap.config_path();
-        let vjson = snap.vision_config().clone();
-        let cfg: VisionConfig = serde_json::from_value(vjson.clone())
-            .map_err(|e| HfError::Config { path: cfg_path.clone(), message: format!("vision config: {e}") })?;
+        let (cfg, vjson) = vision_config(&snap)?;
         if vjson.get("vision_use_head").and_then(|v| v.as_bool()) == Some(false) {
             return Err(HfError::Config { path: cfg_path, message: "vision_use_head is false: no pooled embedding".into() }.into());
         }
@@ -83,7 +111,7 @@ impl SiglipEncoder {
         let vb = snap.var_builder(dtype, &device)?;
         snap.require_tensors(&vb, &expected_tensors(cfg.num_hidden_layers))?;
         let model = VisionModel::new(&cfg, true, vb.pp("vision_model"))
-            .map_err(|source| HfError::Candle { path: snap.weights[0].clone(), context: "building the SigLIP vision tower".into(), source })?;
+            .map_err(|source| HfError::Candle { path: snap.weights_source.clone(), context: "building the SigLIP vision tower".into(), source })?;
         let fp = Fingerprint::new("encoder/siglip/1")
             .field(&snap.weights_sha256()?)
             .json(&vjson)
@@ -128,5 +156,63 @@ impl Encoder for SiglipEncoder {
         let x = hf::pixels_tensor(px, self.size, self.size, &self.device, self.dtype).map_err(err)?;
         let pooled = self.model.forward(&x).map_err(err)?;
         hf::normalized_rows(&pooled).map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn snap(config: serde_json::Value) -> Snapshot {
+        let dir = std::path::PathBuf::from("/snap");
+        Snapshot { dir: dir.clone(), config, preprocessor: json!({}), weights: vec![], format: hf::WeightFormat::Safetensors, weights_source: dir.join("model.safetensors") }
+    }
+
+    /// google/siglip-base-patch16-224's config.json lists almost nothing in `vision_config`:
+    /// transformers' `SiglipVisionConfig` defaults fill in a base/16-224.
+    #[test]
+    fn sparse_base_config_takes_transformers_defaults() {
+        let cfg = json!({
+            "architectures": ["SiglipModel"],
+            "initializer_factor": 1.0,
+            "model_type": "siglip",
+            "text_config": {"hidden_size": 768, "intermediate_size": 3072, "model_type": "siglip_text_model", "num_attention_heads": 12, "vocab_size": 32000},
+            "torch_dtype": "float32",
+            "transformers_version": "4.37.0.dev0",
+            "vision_config": {"model_type": "siglip_vision_model", "patch_size": 16, "num_channels": null}
+        });
+        let (c, _) = vision_config(&snap(cfg)).unwrap();
+        let got = (c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.num_attention_heads, c.num_channels, c.image_size, c.patch_size, c.layer_norm_eps);
+        assert_eq!(got, (768, 3072, 12, 12, 3, 224, 16, 1e-6));
+        assert_eq!(c.hidden_act, candle_nn::Activation::GeluPytorchTanh);
+        // Nothing at all: the same (SiglipVisionConfig's patch_size default is 16 too).
+        let (c, _) = vision_config(&snap(json!({"model_type": "siglip_vision_model"}))).unwrap();
+        assert_eq!((c.hidden_size, c.patch_size, c.image_size), (768, 16, 224));
+    }
+
+    /// siglip-so400m-patch14-384 and a vision-only export (SiglipVisionModel, e.g. FLUX Redux's
+    /// image encoder).
+    #[test]
+    fn so400m_and_vision_only_configs() {
+        let v = json!({"hidden_size": 1152, "image_size": 384, "intermediate_size": 4304, "model_type": "siglip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 27, "patch_size": 14});
+        let (c, _) = vision_config(&snap(json!({"model_type": "siglip", "vision_config": v.clone()}))).unwrap();
+        assert_eq!((c.hidden_size, c.image_size, c.num_hidden_layers, c.patch_size), (1152, 384, 27, 14));
+        let mut only = v;
+        only["architectures"] = json!(["SiglipVisionModel"]);
+        only["hidden_act"] = json!("gelu_pytorch_tanh");
+        only["layer_norm_eps"] = json!(1e-6);
+        let (c2, _) = vision_config(&snap(only)).unwrap();
+        assert_eq!((c2.hidden_size, c2.intermediate_size, c2.hidden_act), (1152, 4304, candle_nn::Activation::GeluPytorchTanh));
+    }
+
+    #[test]
+    fn unsupported_activation_and_naflex_are_errors() {
+        let e = vision_config(&snap(json!({"vision_config": {"hidden_act": "quick_gelu"}}))).unwrap_err().to_string();
+        assert!(e.contains("/snap/config.json") && e.contains("quick_gelu"), "{e}");
+        let e = vision_config(&snap(json!({"vision_config": {"hidden_act": "relu"}}))).unwrap_err().to_string();
+        assert!(e.contains("relu") && e.contains("gelu_pytorch_tanh"), "{e}");
+        let e = vision_config(&snap(json!({"model_type": "siglip2", "vision_config": {"num_patches": 256}}))).unwrap_err().to_string();
+        assert!(e.contains("siglip2") && e.contains("NaFlex"), "{e}");
     }
 }

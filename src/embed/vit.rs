@@ -12,57 +12,13 @@
 //! (`C = residual + bias` first, then `C += X W^T`), Q/K/V are one product read in place with
 //! strides, and the layer's scratch buffers are allocated once per batch.
 
+use super::act::Act;
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 /// Rows per rayon task for the row-wise kernels.
 const ROWS_PER_TASK: usize = 16;
-
-/// An MLP activation, with the formulas of transformers' `ACT2FN`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    /// `x * sigmoid(1.702 x)` (OpenAI CLIP).
-    QuickGelu,
-    /// Exact (erf) GELU.
-    Gelu,
-    /// Tanh-approximated GELU (`gelu_pytorch_tanh`, `gelu_new`; SigLIP).
-    GeluTanh,
-}
-
-impl Act {
-    /// Map a `hidden_act` name of `config.json`.
-    pub fn from_name(name: &str) -> Option<Act> {
-        match name {
-            "quick_gelu" => Some(Act::QuickGelu),
-            "gelu" => Some(Act::Gelu),
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Some(Act::GeluTanh),
-            _ => None,
-        }
-    }
-
-    /// The activation of one value (the reference for [`Act::apply_inplace`]'s loops).
-    pub fn apply(self, v: f32) -> f32 {
-        match self {
-            Act::QuickGelu => v / (1.0 + exp(-1.702 * v)),
-            Act::Gelu => 0.5 * v * (1.0 + candle_core::cpu::erf::erf_f64(v as f64 / std::f64::consts::SQRT_2) as f32),
-            Act::GeluTanh => {
-                let u = 0.797_884_6 * (v + 0.044_715 * v * v * v);
-                // tanh(u) = 1 - 2 / (exp(2u) + 1)
-                0.5 * v * (2.0 - 2.0 / (exp(2.0 * u) + 1.0))
-            }
-        }
-    }
-
-    /// Apply in place, in parallel (one loop per variant, so each vectorises).
-    pub fn apply_inplace(self, x: &mut [f32]) {
-        x.par_chunks_mut(1 << 14).for_each(|c| match self {
-            Act::QuickGelu => c.iter_mut().for_each(|v| *v = Act::QuickGelu.apply(*v)),
-            Act::Gelu => c.iter_mut().for_each(|v| *v = Act::Gelu.apply(*v)),
-            Act::GeluTanh => c.iter_mut().for_each(|v| *v = Act::GeluTanh.apply(*v)),
-        });
-    }
-}
 
 /// `e^x` in f32 without a libm call, so that loops over slices vectorise: Cody-Waite range
 /// reduction `x = n ln2 + r` and Cephes' `expf` polynomial on `|r| <= ln2 / 2` (relative error
@@ -465,18 +421,6 @@ mod tests {
         assert!(worst < 2.5e-7, "worst relative error {worst}");
         assert_eq!(exp(0.0), 1.0);
         assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-37 && exp(1000.0).is_finite());
-    }
-
-    #[test]
-    fn activations_match_reference_values() {
-        // Values of torch.nn.functional: gelu(1.0), gelu(-0.5), gelu(1.0, approximate="tanh"),
-        // and quick_gelu(1.0) = 1 * sigmoid(1.702).
-        assert!((Act::Gelu.apply(1.0) - 0.841_344_7).abs() < 1e-6);
-        assert!((Act::Gelu.apply(-0.5) + 0.154_268_5).abs() < 1e-6);
-        assert!((Act::GeluTanh.apply(1.0) - 0.841_191_9).abs() < 1e-6);
-        assert!((Act::QuickGelu.apply(1.0) - 0.845_795_8).abs() < 1e-6);
-        assert_eq!(Act::from_name("gelu_pytorch_tanh"), Some(Act::GeluTanh));
-        assert_eq!(Act::from_name("relu"), None);
     }
 
     #[test]
