@@ -207,3 +207,41 @@ fn geoclip_image_mlp_matches_package() {
         assert!(c >= 0.9999, "{}: cosine {c}", names[i]);
     }
 }
+
+/// The CPU f32 transformer path (`embed::vit`, what runs on the CPU) against candle's graph of
+/// the same model (what runs on CUDA), on the tiny random-weight CLIP and SigLIP fixtures: the
+/// same embeddings to float rounding, for a batch of one and for the whole set in one batch
+/// (so per-image offsets inside a batch are exercised).
+#[test]
+fn cpu_path_matches_candle_graph() {
+    use georag::embed::vit::Kernels;
+    let encoders: Vec<(&str, Box<dyn Encoder>, Box<dyn Encoder>)> = vec![
+        (
+            "clip-tiny",
+            Box::new(ClipEncoder::load_with(&HfParams::new(fixtures().join("clip-tiny")), Kernels::Auto).unwrap()),
+            Box::new(ClipEncoder::load_with(&HfParams::new(fixtures().join("clip-tiny")), Kernels::Candle).unwrap()),
+        ),
+        (
+            "siglip-tiny",
+            Box::new(SiglipEncoder::load_with(&HfParams::new(fixtures().join("siglip-tiny")), Kernels::Auto).unwrap()),
+            Box::new(SiglipEncoder::load_with(&HfParams::new(fixtures().join("siglip-tiny")), Kernels::Candle).unwrap()),
+        ),
+    ];
+    for (model, cpu, graph) in &encoders {
+        assert_eq!(cpu.fingerprint(), graph.fingerprint(), "{model}: the implementation is not part of the model's identity");
+        let (names, _) = reference(model);
+        let imgs: Vec<_> = names.iter().map(|n| image(n)).collect();
+        let d = cpu.dim();
+        let one: Vec<f32> = imgs.iter().flat_map(|i| cpu.encode_batch(std::slice::from_ref(i)).unwrap()).collect();
+        let all = cpu.encode_batch(&imgs).unwrap();
+        let want = graph.encode_batch(&imgs).unwrap();
+        assert_eq!(all.len(), imgs.len() * d);
+        for (label, got) in [("batch of one", &one), ("one batch", &all)] {
+            for (i, (g, w)) in got.chunks(d).zip(want.chunks(d)).enumerate() {
+                let c = cos(g, w);
+                let max = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(c >= 0.999_999 && max < 1e-4, "{model} {label}, image {i}: cosine {c}, max |diff| {max}");
+            }
+        }
+    }
+}

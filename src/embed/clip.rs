@@ -196,14 +196,7 @@ impl Tower {
     }
 }
 
-/// Which implementation runs the forward pass.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kernels {
-    /// The CPU f32 path of [`super::vit`] on the CPU in f32, candle's graph otherwise.
-    Auto,
-    /// Always candle's graph (the reference the CPU path is tested against).
-    Candle,
-}
+pub use super::vit::Kernels;
 
 enum Net {
     Cpu(CpuTower),
@@ -360,7 +353,7 @@ impl ClipEncoder {
         snap.require_tensors(&vb, &expected_tensors(&c))?;
         check_projection(&snap, &vb, &c)?;
         let wpath = snap.weights_source.clone();
-        let net = if kernels == Kernels::Auto && device.is_cpu() && dtype == DType::F32 {
+        let net = if kernels.cpu_path(&device, dtype) {
             Net::Cpu(CpuTower::new(vb, &c).map_err(candle(&wpath, "building the CLIP vision tower"))?)
         } else {
             let tower = Tower::new(vb.pp("vision_model"), &c).map_err(candle(&wpath, "building the CLIP vision tower"))?;

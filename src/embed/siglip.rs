@@ -19,9 +19,11 @@ use super::act::Act;
 use super::clip::take_pixels;
 use super::hf::{self, HfError, Snapshot};
 use super::preprocess::{Family, Preprocess, Resize};
+use super::vit::{self, Kernels};
 use super::{EncodeError, Encoder, HfParams, Prepared};
 use crate::util::fingerprint::Fingerprint;
 use candle_core::{DType, Device, Module};
+use candle_nn::VarBuilder;
 use candle_transformers::models::siglip::{VisionConfig, VisionModel};
 use image::RgbImage;
 
@@ -75,9 +77,102 @@ pub fn vision_config(snap: &Snapshot) -> Result<(VisionConfig, serde_json::Value
     Ok((cfg, vjson))
 }
 
+enum Net {
+    Cpu(CpuTower),
+    Candle(VisionModel),
+}
+
+/// The same model as candle's `VisionModel` with its head, on [`vit`]'s CPU f32 kernels.
+struct CpuTower {
+    /// The patch convolution as a `(hidden, 3 * patch^2)` product, with its bias.
+    patch: vit::Dense,
+    /// `(patches, hidden)`.
+    positions: Vec<f32>,
+    stack: vit::Stack,
+    post_ln: vit::Norm,
+    /// The head's query: `probe W_q^T + b_q` (the probe is the same for every image).
+    head_q: Vec<f32>,
+    /// The head's key and value projections stacked: `(2 * hidden, hidden)` of `in_proj`.
+    head_kv: vit::Dense,
+    head_out: vit::Dense,
+    head_ln: vit::Norm,
+    head_fc1: vit::Dense,
+    head_fc2: vit::Dense,
+    size: usize,
+    patch_size: usize,
+}
+
+impl CpuTower {
+    fn new(vb: VarBuilder, c: &VisionConfig, act: Act) -> candle_core::Result<CpuTower> {
+        let (h, p, eps) = (c.hidden_size, c.patch_size, c.layer_norm_eps);
+        let emb = vb.pp("embeddings");
+        let pe = emb.pp("patch_embedding");
+        let conv = pe.get((h, c.num_channels, p, p), "weight")?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let bias = pe.get(h, "bias")?.to_dtype(DType::F32)?.to_vec1()?;
+        let n_pos = (c.image_size / p).pow(2);
+        let positions = emb.pp("position_embedding").get((n_pos, h), "weight")?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| vit::Layer::load(&vb.pp(format!("encoder.layers.{i}")), h, c.intermediate_size, eps))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let head = vb.pp("head");
+        let att = head.pp("attention");
+        let in_w = att.get((3 * h, h), "in_proj_weight")?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let in_b = att.get(3 * h, "in_proj_bias")?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let probe = head.get((1, 1, h), "probe")?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let head_q = vit::Dense::new(&in_w[..h * h], Some(in_b[..h].to_vec()), h, h).forward(&probe, 1);
+        Ok(CpuTower {
+            patch: vit::Dense::new(&conv, Some(bias), c.num_channels * p * p, h),
+            positions,
+            stack: vit::Stack { layers, heads: c.num_attention_heads, act },
+            post_ln: vit::Norm::load(&vb.pp("post_layernorm"), h, eps)?,
+            head_q,
+            head_kv: vit::Dense::new(&in_w[h * h..], Some(in_b[h..].to_vec()), h, 2 * h),
+            head_out: vit::Dense::load(&att.pp("out_proj"), h, h, true)?,
+            head_ln: vit::Norm::load(&head.pp("layernorm"), h, eps)?,
+            head_fc1: vit::Dense::load(&head.pp("mlp.fc1"), h, c.intermediate_size, true)?,
+            head_fc2: vit::Dense::load(&head.pp("mlp.fc2"), c.intermediate_size, h, true)?,
+            size: c.image_size,
+            patch_size: p,
+        })
+    }
+
+    /// Pooled embeddings `(n, hidden)` of `n` prepared images (CHW, concatenated).
+    fn forward(&self, pixels: &[f32], n: usize) -> Vec<f32> {
+        use rayon::prelude::*;
+        let h = self.head_q.len();
+        let seq = self.positions.len() / h;
+        let mut x = vit::patch_embed(pixels, n, self.size, self.patch_size, &self.patch);
+        x.par_chunks_mut(seq * h).for_each(|img| img.iter_mut().zip(&self.positions).for_each(|(v, p)| *v += p));
+        self.stack.forward(&mut x, n, seq);
+        let x = self.post_ln.forward(&x);
+        // Attention pooling: one query per image over its `seq` tokens, then a residual MLP.
+        let kv = self.head_kv.forward(&x, n * seq);
+        let q: Vec<f32> = (0..n).flat_map(|_| self.head_q.iter().copied()).collect();
+        let heads = self.stack.heads;
+        let hd = h / heads;
+        let mut pooled = vec![0f32; n * h];
+        vit::Attn { q: (&q, 0, h, 1), k: (&kv, 0, 2 * h, seq), v: (&kv, h, 2 * h, seq), images: n, heads, head_dim: hd, scale: (hd as f32).powf(-0.5) }
+            .run(&mut pooled);
+        let mut out = self.head_out.forward(&pooled, n);
+        let mut mid = self.head_fc1.forward(&self.head_ln.forward(&out), n);
+        self.stack.act.apply_inplace(&mut mid);
+        self.head_fc2.forward_into(&mid, n, &mut out, true);
+        out
+    }
+}
+
+/// The [`Act`] of candle's activation (the two that [`vision_config`] can produce).
+fn act_of(a: candle_nn::Activation) -> Option<Act> {
+    match a {
+        candle_nn::Activation::Gelu => Some(Act::Gelu),
+        candle_nn::Activation::GeluPytorchTanh => Some(Act::GeluPytorchTanh),
+        _ => None,
+    }
+}
+
 /// A loaded SigLIP image encoder.
 pub struct SiglipEncoder {
-    model: VisionModel,
+    net: Net,
     pre: Preprocess,
     size: usize,
     device: Device,
@@ -89,6 +184,11 @@ pub struct SiglipEncoder {
 
 impl SiglipEncoder {
     pub fn load(p: &HfParams) -> Result<SiglipEncoder, EncodeError> {
+        Self::load_with(p, Kernels::Auto)
+    }
+
+    /// [`SiglipEncoder::load`] with a choice of implementation (tests compare the two).
+    pub fn load_with(p: &HfParams, kernels: Kernels) -> Result<SiglipEncoder, EncodeError> {
         let snap = Snapshot::open(&p.dir)?;
         let cfg_path = snap.config_path();
         let (cfg, vjson) = vision_config(&snap)?;
@@ -110,8 +210,11 @@ impl SiglipEncoder {
         let dtype = p.dtype.candle();
         let vb = snap.var_builder(dtype, &device)?;
         snap.require_tensors(&vb, &expected_tensors(cfg.num_hidden_layers))?;
-        let model = VisionModel::new(&cfg, true, vb.pp("vision_model"))
-            .map_err(|source| HfError::Candle { path: snap.weights_source.clone(), context: "building the SigLIP vision tower".into(), source })?;
+        let built = |source| HfError::Candle { path: snap.weights_source.clone(), context: "building the SigLIP vision tower".into(), source };
+        let net = match act_of(cfg.hidden_act) {
+            Some(act) if kernels.cpu_path(&device, dtype) => Net::Cpu(CpuTower::new(vb.pp("vision_model"), &cfg, act).map_err(built)?),
+            _ => Net::Candle(VisionModel::new(&cfg, true, vb.pp("vision_model")).map_err(built)?),
+        };
         let fp = Fingerprint::new("encoder/siglip/1")
             .field(&snap.weights_sha256()?)
             .json(&vjson)
@@ -119,7 +222,7 @@ impl SiglipEncoder {
             .json(&p.dtype)
             .finish();
         let name = format!("siglip:{}", p.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-        Ok(SiglipEncoder { model, pre, size: cfg.image_size, device, dtype, dim: cfg.hidden_size, fp, name })
+        Ok(SiglipEncoder { net, pre, size: cfg.image_size, device, dtype, dim: cfg.hidden_size, fp, name })
     }
 
     pub fn preprocess(&self) -> &Preprocess {
@@ -153,9 +256,21 @@ impl Encoder for SiglipEncoder {
         }
         let err = |e: candle_core::Error| EncodeError::Model { encoder: self.name.clone(), message: e.to_string() };
         let px = take_pixels(&self.name, items, |i| self.pixels(i))?;
-        let x = hf::pixels_tensor(px, self.size, self.size, &self.device, self.dtype).map_err(err)?;
-        let pooled = self.model.forward(&x).map_err(err)?;
-        hf::normalized_rows(&pooled).map_err(err)
+        match &self.net {
+            Net::Cpu(t) => {
+                let want = 3 * self.size * self.size;
+                if let Some(bad) = px.iter().find(|v| v.len() != want) {
+                    return Err(EncodeError::Model { encoder: self.name.clone(), message: format!("prepared pixels have {} values, expected {want}", bad.len()) });
+                }
+                let mut v = t.forward(&px.concat(), px.len());
+                v.chunks_mut(self.dim).for_each(super::im2gps::l2_normalize);
+                Ok(v)
+            }
+            Net::Candle(model) => {
+                let x = hf::pixels_tensor(px, self.size, self.size, &self.device, self.dtype).map_err(err)?;
+                hf::normalized_rows(&model.forward(&x).map_err(err)?).map_err(err)
+            }
+        }
     }
 }
 
