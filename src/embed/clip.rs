@@ -5,11 +5,11 @@
 //! <https://github.com/huggingface/transformers/blob/main/src/transformers/models/clip/modeling_clip.py>;
 //! the embedding is the projected pooled (class-token, post-layernorm) output, L2-normalised.
 //!
-//! The forward pass follows candle's `clip::vision_model::ClipVisionTransformer` (same tensor
-//! names, same maths) but is written out here with fused CPU kernels for quick-GELU and the
-//! attention softmax (candle's version runs them as 3-5 separate full-tensor passes; measured
-//! 39.9 s -> 38.6 s for 100 photos through ViT-B/16 on 2 cores, see benches/README.md), and it
-//! honours the configured `layer_norm_eps`. The config comes from `config.json` as transformers
+//! Two implementations of the same forward pass ([`Kernels`]): on the CPU in f32, `CpuTower`
+//! on [`vit`]'s kernels (what makes the CPU path as fast as PyTorch, see benches/README.md);
+//! elsewhere (CUDA, f16/bf16) `Tower`, a candle graph that follows candle's
+//! `clip::vision_model::ClipVisionTransformer` (same tensor names, same maths) with a fused CPU
+//! quick-GELU and the attention softmax in one op. Both honour the configured `layer_norm_eps`. The config comes from `config.json` as transformers
 //! reads it ([`vision_config`]): `vision_config` of a full `CLIPModel` (overridden by a legacy
 //! `vision_config_dict`), or a vision-only `clip_vision_model` config
 //! (`CLIPVisionModelWithProjection`); absent or `null` fields take `CLIPVisionConfig`'s defaults.
