@@ -11,28 +11,15 @@
 
 mod common;
 
+use common::encoders::{CLIP_STD, check_reference, cos, fixtures, image, reference, rows};
+
 use candle_core::{DType, Device, Tensor};
-use georag::decode::{DEFAULT_MAX_PIXELS, decode_rgb};
 use georag::embed::clip::ClipEncoder;
 use georag::embed::siglip::SiglipEncoder;
-use georag::embed::{Encoder, HfParams, Prepared};
+use georag::embed::{Encoder, HfParams};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders")
-}
-
-fn rows(t: &Tensor) -> Vec<Vec<f32>> {
-    t.flatten_from(1).unwrap().to_vec2::<f32>().unwrap()
-}
-
-/// Cosine similarity, accumulated in f64 (1 - cosine is compared with bounds near 1e-6).
-fn cos(a: &[f32], b: &[f32]) -> f64 {
-    let dot = |u: &[f32], v: &[f32]| u.iter().zip(v).map(|(x, y)| *x as f64 * *y as f64).sum::<f64>();
-    dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
-}
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -54,50 +41,6 @@ fn snapshot(model: &str, name: &str) -> PathBuf {
 fn tensors(model: &str) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(fixtures().join(model).join("model.safetensors"), &Device::Cpu).unwrap()
 }
-
-/// Fixture image names and the transformers reference (`pixel_values`, `embeddings`).
-fn reference(model: &str) -> (Vec<String>, HashMap<String, Tensor>) {
-    let dir = fixtures().join(model);
-    let names = read_json(&dir.join("reference.json"))["images"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    (names, candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap())
-}
-
-fn image(name: &str) -> image::RgbImage {
-    decode_rgb(&std::fs::read(fixtures().join("images").join(name)).unwrap(), DEFAULT_MAX_PIXELS).unwrap()
-}
-
-/// The whole path (decode, preprocess, model) against the fixture's transformers reference:
-/// pixels within one 8-bit level (PNG; JPEG decoders differ, so a mean bound there), embeddings
-/// with cosine >= `min_cos`. Returns the embeddings.
-fn check_reference(enc: &dyn Encoder, model: &str, std: [f32; 3], min_cos: f64) -> Vec<f32> {
-    let (names, r) = reference(model);
-    let ref_px = rows(&r["pixel_values"]);
-    let ref_emb = rows(&r["embeddings"]);
-    let imgs: Vec<_> = names.iter().map(|n| image(n)).collect();
-    for (i, name) in names.iter().enumerate() {
-        let Prepared::Pixels(px) = enc.prepare(imgs[i].clone()).unwrap() else { panic!("model encoders prepare pixels") };
-        assert_eq!(px.len(), ref_px[i].len(), "{name}: pixel tensor size");
-        let plane = px.len() / 3;
-        let levels: Vec<f32> = px.iter().zip(&ref_px[i]).enumerate().map(|(k, (a, b))| (a - b).abs() * std[k / plane] * 255.0).collect();
-        let max = levels.iter().cloned().fold(0f32, f32::max);
-        let mean = levels.iter().sum::<f32>() / levels.len() as f32;
-        if name.ends_with(".png") {
-            assert!(max <= 1.0 + 1e-3, "{model} {name}: max pixel difference {max} levels");
-        } else {
-            assert!(mean <= 1.5, "{model} {name}: mean pixel difference {mean} levels");
-        }
-    }
-    let emb = enc.encode_batch(&imgs).unwrap();
-    let d = enc.dim();
-    assert_eq!(emb.len(), names.len() * d);
-    for (i, name) in names.iter().enumerate() {
-        let c = cos(&emb[i * d..(i + 1) * d], &ref_emb[i]);
-        assert!(c >= min_cos, "{model} {name}: cosine with transformers {c} < {min_cos}");
-    }
-    emb
-}
-
-const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 fn load_clip(d: &Path) -> ClipEncoder {
     ClipEncoder::load(&HfParams::new(d.to_path_buf())).unwrap_or_else(|e| panic!("{}: {e}", d.display()))

@@ -8,79 +8,27 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
-use georag::decode::{DEFAULT_MAX_PIXELS, decode_rgb};
+use common::encoders::{CLIP_STD, check_reference, cos, fixtures, image, reference, rows};
+
+use candle_core::Device;
 use georag::embed::clip::ClipEncoder;
 use georag::embed::geoclip::{GeoclipImageEncoder, LocationEncoder};
 use georag::embed::siglip::SiglipEncoder;
-use georag::embed::{Encoder, HfParams, Prepared};
+use georag::embed::{Encoder, HfParams};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders")
-}
-
-fn reference(model: &str) -> (Vec<String>, HashMap<String, Tensor>) {
-    let dir = fixtures().join(model);
-    let names: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap()).unwrap();
-    let names = names["images"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    (names, candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap())
-}
-
-fn image(name: &str) -> image::RgbImage {
-    decode_rgb(&std::fs::read(fixtures().join("images").join(name)).unwrap(), DEFAULT_MAX_PIXELS).unwrap()
-}
-
-fn rows(t: &Tensor) -> Vec<Vec<f32>> {
-    t.flatten_from(1).unwrap().to_vec2::<f32>().unwrap()
-}
-
-fn cos(a: &[f32], b: &[f32]) -> f32 {
-    let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    d / (na * nb)
-}
-
-/// Check pixels and embeddings of every fixture image against the transformers reference.
-/// Pixels: the largest difference, in 8-bit levels (difference * std * 255), must be <= 1 for
-/// lossless PNGs; JPEGs are decoded by a different decoder than PIL's libjpeg-turbo (chroma
-/// upsampling differs by a few levels), so there only the mean difference is bounded.
+/// Check pixels and embeddings of every fixture image against the transformers reference
+/// (cosine >= 0.9999), and that the fixture can detect errors at all.
 fn check_parity(enc: &dyn Encoder, model: &str, std: [f32; 3]) {
     check_parity_within(enc, model, std, 0.9999)
 }
 
 /// [`check_parity`] with a given minimum cosine (half precision on CUDA cannot reach 0.9999).
-fn check_parity_within(enc: &dyn Encoder, model: &str, std: [f32; 3], min_cos: f32) {
-    let (names, r) = reference(model);
-    let ref_px = rows(&r["pixel_values"]);
-    let ref_emb = rows(&r["embeddings"]);
-    let imgs: Vec<_> = names.iter().map(|n| image(n)).collect();
-    for (i, name) in names.iter().enumerate() {
-        let Prepared::Pixels(px) = enc.prepare(imgs[i].clone()).unwrap() else { panic!("model encoders prepare pixels") };
-        assert_eq!(px.len(), ref_px[i].len(), "{name}: pixel tensor size");
-        let plane = px.len() / 3;
-        let levels: Vec<f32> = px.iter().zip(&ref_px[i]).enumerate().map(|(k, (a, b))| (a - b).abs() * std[k / plane] * 255.0).collect();
-        let max = levels.iter().cloned().fold(0f32, f32::max);
-        let mean = levels.iter().sum::<f32>() / levels.len() as f32;
-        if name.ends_with(".png") {
-            assert!(max <= 1.0 + 1e-3, "{model} {name}: max pixel difference {max} levels (> 1/255)");
-        } else {
-            assert!(mean <= 1.5, "{model} {name}: mean pixel difference {mean} levels");
-        }
-    }
-    let emb = enc.encode_batch(&imgs).unwrap();
-    let d = enc.dim();
-    assert_eq!(emb.len(), names.len() * d);
-    for (i, name) in names.iter().enumerate() {
-        let e = &emb[i * d..(i + 1) * d];
-        let n: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((n - 1.0).abs() < 1e-4, "{model} {name}: norm {n}");
-        let c = cos(e, &ref_emb[i]);
-        assert!(c >= min_cos, "{model} {name}: cosine with transformers {c} < {min_cos}");
-    }
+fn check_parity_within(enc: &dyn Encoder, model: &str, std: [f32; 3], min_cos: f64) {
+    let emb = check_reference(enc, model, std, min_cos);
     // The comparison is sensitive: different images are far apart under these weights.
+    let d = enc.dim();
     let c01 = cos(&emb[..d], &emb[d..2 * d]);
     assert!(c01 < 0.99, "{model}: images 0 and 1 embed almost identically ({c01}); the fixture cannot detect errors");
 }
@@ -91,7 +39,7 @@ fn check_parity_within(enc: &dyn Encoder, model: &str, std: [f32; 3], min_cos: f
 fn clip_tiny_matches_transformers() {
     let enc = ClipEncoder::load(&HfParams::new(fixtures().join("clip-tiny"))).unwrap();
     assert_eq!(enc.dim(), 768);
-    check_parity(&enc, "clip-tiny", [0.268_629_54, 0.261_302_58, 0.275_777_11]);
+    check_parity(&enc, "clip-tiny", CLIP_STD);
 }
 
 /// Tiny random-weight SigLIP (real weights cannot exist in CI): SiglipImageProcessor pixels within
@@ -181,7 +129,7 @@ fn geoclip_location_matches_package() {
     let want = rows(&r["features"]);
     let enc = LocationEncoder::load(&dir, &Device::Cpu).unwrap();
     let got = rows(&enc.features(&coords).unwrap());
-    let mut worst = 1f32;
+    let mut worst = 1f64;
     for (g, w) in got.iter().zip(&want) {
         let c = cos(g, w);
         worst = worst.min(c);
@@ -271,7 +219,7 @@ mod cuda {
     fn clip_tiny_on_cuda_matches_transformers() {
         for (dtype, min) in [(Dtype::F32, 0.9999), (Dtype::F16, 0.999), (Dtype::Bf16, 0.999)] {
             let enc = ClipEncoder::load(&params("clip-tiny", dtype)).unwrap();
-            check_parity_within(&enc, "clip-tiny", [0.268_629_54, 0.261_302_58, 0.275_777_11], min);
+            check_parity_within(&enc, "clip-tiny", CLIP_STD, min);
         }
     }
 

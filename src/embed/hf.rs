@@ -338,6 +338,13 @@ pub fn normalized_rows(t: &candle_core::Tensor) -> candle_core::Result<Vec<f32>>
     Ok(v)
 }
 
+/// A snapshot with the given `config.json` and nothing else, for unit tests of config parsing.
+#[cfg(test)]
+pub(crate) fn test_snapshot(config: serde_json::Value) -> Snapshot {
+    let dir = PathBuf::from("/snap");
+    Snapshot { dir: dir.clone(), config, preprocessor: serde_json::json!({}), weights: vec![], format: WeightFormat::Safetensors, weights_source: dir.join("model.safetensors") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

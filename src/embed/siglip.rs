@@ -279,10 +279,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn snap(config: serde_json::Value) -> Snapshot {
-        let dir = std::path::PathBuf::from("/snap");
-        Snapshot { dir: dir.clone(), config, preprocessor: json!({}), weights: vec![], format: hf::WeightFormat::Safetensors, weights_source: dir.join("model.safetensors") }
-    }
+    use crate::embed::hf::test_snapshot as snap;
 
     /// google/siglip-base-patch16-224's config.json lists almost nothing in `vision_config`:
     /// transformers' `SiglipVisionConfig` defaults fill in a base/16-224.

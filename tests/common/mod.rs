@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod encoders;
+
 use std::path::PathBuf;
 
 /// `../shared` beside the checkout, or `None` (with the reason printed) when absent.
