@@ -75,7 +75,10 @@ pub fn device(spec: &str) -> Result<Device, HfError> {
 
 #[cfg(feature = "cuda")]
 fn cuda_device(spec: &str, ordinal: usize) -> Result<Device, HfError> {
-    Device::new_cuda(ordinal).map_err(|e| HfError::Device(spec.into(), e.to_string()))
+    // candle's error is cudarc's DriverError (code and driver message) but not which GPU.
+    Device::new_cuda(ordinal).map_err(|e| {
+        HfError::Device(spec.into(), format!("cannot open CUDA device {ordinal}: {e} (does `nvidia-smi` list it? `device: cpu` needs no GPU)"))
+    })
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -374,6 +377,12 @@ mod tests {
         {
             let e = device("cuda:0").err().unwrap().to_string();
             assert!(e.contains("--features cuda"), "{e}");
+        }
+        // With the feature: a GPU opens; no GPU (or no driver) is an error naming the device.
+        #[cfg(feature = "cuda")]
+        match device("cuda:0") {
+            Ok(d) => assert!(d.is_cuda()),
+            Err(e) => assert!(e.to_string().contains("cannot open CUDA device 0"), "{e}"),
         }
         assert!(check_dtype(&Device::Cpu, Dtype::Bf16, "cpu").is_err());
         assert!(check_dtype(&Device::Cpu, Dtype::F32, "cpu").is_ok());
