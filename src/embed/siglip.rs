@@ -78,7 +78,7 @@ pub fn vision_config(snap: &Snapshot) -> Result<(VisionConfig, serde_json::Value
 }
 
 enum Net {
-    Cpu(CpuTower),
+    Cpu(Box<CpuTower>),
     Candle(VisionModel),
 }
 
@@ -212,7 +212,7 @@ impl SiglipEncoder {
         snap.require_tensors(&vb, &expected_tensors(cfg.num_hidden_layers))?;
         let built = |source| HfError::Candle { path: snap.weights_source.clone(), context: "building the SigLIP vision tower".into(), source };
         let net = match act_of(cfg.hidden_act) {
-            Some(act) if kernels.cpu_path(&device, dtype) => Net::Cpu(CpuTower::new(vb.pp("vision_model"), &cfg, act).map_err(built)?),
+            Some(act) if kernels.cpu_path(&device, dtype) => Net::Cpu(Box::new(CpuTower::new(vb.pp("vision_model"), &cfg, act).map_err(built)?)),
             _ => Net::Candle(VisionModel::new(&cfg, true, vb.pp("vision_model")).map_err(built)?),
         };
         let fp = Fingerprint::new("encoder/siglip/1")

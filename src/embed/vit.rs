@@ -92,7 +92,7 @@ impl Dense {
     }
 
     pub fn load(vb: &VarBuilder, inp: usize, out: usize, bias: bool) -> candle_core::Result<Dense> {
-        Self::load_stacked(&[vb.clone()], inp, out, bias)
+        Self::load_stacked(std::slice::from_ref(vb), inp, out, bias)
     }
 
     /// Several layers with the same input as one (outputs side by side), e.g. Q, K and V.
