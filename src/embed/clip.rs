@@ -381,11 +381,8 @@ impl ClipEncoder {
         match &self.net {
             Net::Cpu(t) => {
                 let n = items.len();
-                let want = 3 * self.size * self.size;
-                if let Some(bad) = items.iter().find(|v| v.len() != want) {
-                    return Err(EncodeError::Model { encoder: self.name.clone(), message: format!("prepared pixels have {} values, expected {want}", bad.len()) });
-                }
-                let f = t.forward(&items.concat(), n);
+                let flat = hf::pixels_flat(items, self.size, self.size).map_err(|message| EncodeError::Model { encoder: self.name.clone(), message })?;
+                let f = t.forward(&flat, n);
                 Tensor::from_vec(f, (n, self.dim), &Device::Cpu).map_err(err)
             }
             Net::Candle { tower, projection } => {

@@ -317,16 +317,19 @@ pub fn get_or<T: serde::de::DeserializeOwned>(v: &serde_json::Value, key: &str, 
     }
 }
 
+/// Concatenate prepared CHW pixel buffers (each `3 * h * w`) into one `(n, 3, h, w)` buffer.
+pub fn pixels_flat(items: Vec<Vec<f32>>, h: usize, w: usize) -> Result<Vec<f32>, String> {
+    let want = 3 * h * w;
+    if let Some(bad) = items.iter().find(|it| it.len() != want) {
+        return Err(format!("prepared pixels have {} values, expected 3x{h}x{w}", bad.len()));
+    }
+    Ok(items.concat())
+}
+
 /// Stack prepared CHW pixel buffers (each `3 * h * w`) into an `(n, 3, h, w)` tensor.
 pub fn pixels_tensor(items: Vec<Vec<f32>>, h: usize, w: usize, device: &Device, dtype: DType) -> candle_core::Result<candle_core::Tensor> {
     let n = items.len();
-    let mut flat = Vec::with_capacity(n * 3 * h * w);
-    for it in items {
-        if it.len() != 3 * h * w {
-            candle_core::bail!("prepared pixels have {} values, expected 3x{h}x{w}", it.len());
-        }
-        flat.extend_from_slice(&it);
-    }
+    let flat = pixels_flat(items, h, w).map_err(candle_core::Error::Msg)?;
     candle_core::Tensor::from_vec(flat, (n, 3, h, w), device)?.to_dtype(dtype)
 }
 

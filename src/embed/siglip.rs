@@ -258,11 +258,9 @@ impl Encoder for SiglipEncoder {
         let px = take_pixels(&self.name, items, |i| self.pixels(i))?;
         match &self.net {
             Net::Cpu(t) => {
-                let want = 3 * self.size * self.size;
-                if let Some(bad) = px.iter().find(|v| v.len() != want) {
-                    return Err(EncodeError::Model { encoder: self.name.clone(), message: format!("prepared pixels have {} values, expected {want}", bad.len()) });
-                }
-                let mut v = t.forward(&px.concat(), px.len());
+                let n = px.len();
+                let flat = hf::pixels_flat(px, self.size, self.size).map_err(|message| EncodeError::Model { encoder: self.name.clone(), message })?;
+                let mut v = t.forward(&flat, n);
                 v.chunks_mut(self.dim).for_each(super::im2gps::l2_normalize);
                 Ok(v)
             }
