@@ -1,16 +1,18 @@
 //! The CPU f32 path of the vision transformers (CLIP and SigLIP towers): plain `Vec<f32>`
-//! activations, the large products through the system BLAS ([`super::blas`]), attention per
-//! (image, head) on the rayon pool through the `gemm` crate, and fused in-place kernels for the
-//! rest. It computes the same function as the candle graph of each model (the path used on CUDA
-//! and for f16/bf16), which stays the reference: `tests/encoders_parity.rs` checks both against
+//! activations, the products through the `gemm` crate on the rayon pool, attention as one rayon
+//! task per (image, head), and fused in-place kernels for the rest. It computes the same function
+//! as the candle graph of each model (the path used on CUDA and for f16/bf16), which stays the
+//! reference: `tests/encoders_parity.rs` checks both against each other and against
 //! transformers' outputs, and the unit tests here check each kernel against a naive version.
 //!
-//! Why not candle's CPU graph: on 2 cores it ran CLIP ViT-B/16 at ~0.7x PyTorch. The products are
-//! ~95 % of the FLOPs; candle's `gemm` reaches ~144 GFLOP/s there against ~215 for OpenBLAS's
-//! AVX-512 kernels, and the graph adds a pass over the activations for every bias add, residual
-//! add, transpose and head split. Here the bias and the residual are folded into the BLAS call
-//! (`C = residual + bias` first, then `C += X W^T`), Q/K/V are one product read in place with
-//! strides, and the layer's scratch buffers are allocated once per batch.
+//! Why not candle's CPU graph: on 2 cores it ran CLIP ViT-B/16 at ~0.7x PyTorch. The graph adds
+//! a pass over the activations for every bias add, residual add, transpose and head split, and
+//! runs attention as strided batched products. Here the bias and the residual are folded into
+//! the product (`C = residual + bias` first, then `C += X W^T`), Q/K/V are one product read in
+//! place with strides, weights are held transposed, softmax and the GELUs use a vectorisable
+//! [`exp`], and the layer's scratch buffers are allocated once per batch. The system BLAS
+//! (OpenBLAS) was tried for the products and was slower inside the pipeline: its spinning worker
+//! threads compete with the rayon pool (benches/README.md).
 
 use super::act::Act;
 use candle_core::Tensor;
