@@ -8,8 +8,8 @@
 //! Two implementations of the same forward pass ([`Kernels`]): on the CPU in f32, `CpuTower`
 //! on [`vit`]'s kernels (what makes the CPU path as fast as PyTorch, see benches/README.md);
 //! elsewhere (CUDA, f16/bf16) `Tower`, a candle graph that follows candle's
-//! `clip::vision_model::ClipVisionTransformer` (same tensor names, same maths) with a fused CPU
-//! quick-GELU and the attention softmax in one op. Both honour the configured `layer_norm_eps`. The config comes from `config.json` as transformers
+//! `clip::vision_model::ClipVisionTransformer` (same tensor names, same maths). Both honour the
+//! configured `layer_norm_eps`. The config comes from `config.json` as transformers
 //! reads it ([`vision_config`]): `vision_config` of a full `CLIPModel` (overridden by a legacy
 //! `vision_config_dict`), or a vision-only `clip_vision_model` config
 //! (`CLIPVisionModelWithProjection`); absent or `null` fields take `CLIPVisionConfig`'s defaults.
@@ -21,10 +21,11 @@
 use super::act::Act;
 use super::hf::{self, HfError, Snapshot};
 use super::preprocess::{Family, Preprocess};
-use super::{EncodeError, Encoder, HfParams, Prepared, vit};
+use super::vit::{self, Kernels};
+use super::{EncodeError, Encoder, HfParams, Prepared};
 use rayon::prelude::*;
 use crate::util::fingerprint::Fingerprint;
-use candle_core::{CpuStorage, DType, Device, IndexOp, Layout, Module, Shape, Tensor};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Conv2d, LayerNorm, Linear, VarBuilder};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -84,35 +85,6 @@ pub fn expected_tensors(c: &ClipVisionJson) -> Vec<String> {
         }
     }
     v
-}
-
-/// quick_gelu(x) = x * sigmoid(1.702 x), one pass (f32 contiguous on CPU; generic ops otherwise).
-struct QuickGelu;
-
-impl candle_core::CustomOp1 for QuickGelu {
-    fn name(&self) -> &'static str {
-        "georag-quick-gelu"
-    }
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        use rayon::prelude::*;
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("quick_gelu: non-contiguous input".into()))?;
-        let x = &storage.as_slice::<f32>()?[start..end];
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(1 << 14).zip(x.par_chunks(1 << 14)).for_each(|(o, i)| {
-            for (o, &v) in o.iter_mut().zip(i) {
-                *o = v / (1.0 + (-1.702 * v).exp());
-            }
-        });
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-}
-
-pub(super) fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
-        x.apply_op1_no_bwd(&QuickGelu)
-    } else {
-        x * candle_nn::ops::sigmoid(&(x * 1.702f64)?)?
-    }
 }
 
 struct Layer {
@@ -195,8 +167,6 @@ impl Tower {
         self.post_ln.forward(&x.i((.., 0, ..))?.contiguous()?)
     }
 }
-
-pub use super::vit::Kernels;
 
 enum Net {
     Cpu(CpuTower),
