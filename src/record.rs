@@ -65,10 +65,18 @@ pub enum Status {
     NoNeighbours,
     /// A generator request failed after its retries.
     RequestFailed,
+    /// The model declined to answer (no coordinate, refusal wording).
+    Refused,
+    /// A generated coordinate out of range (never clamped).
+    InvalidCoords,
+    /// The answer was cut at `max_tokens` (`finish_reason: length`) before a coordinate.
+    Truncated,
+    /// No sample of a query gave a usable coordinate and no fallback applied.
+    NoValidCandidate,
 }
 
 impl Status {
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 11] = [
         Status::Ok,
         Status::Missing,
         Status::Unparseable,
@@ -76,6 +84,10 @@ impl Status {
         Status::DecodeFailed,
         Status::NoNeighbours,
         Status::RequestFailed,
+        Status::Refused,
+        Status::InvalidCoords,
+        Status::Truncated,
+        Status::NoValidCandidate,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -86,6 +98,10 @@ impl Status {
             Status::DecodeFailed => "decode_failed",
             Status::NoNeighbours => "no_neighbours",
             Status::RequestFailed => "request_failed",
+            Status::Refused => "refused",
+            Status::InvalidCoords => "invalid_coords",
+            Status::Truncated => "truncated",
+            Status::NoValidCandidate => "no_valid_candidate",
         }
     }
     pub fn parse(s: &str) -> Option<Status> {
