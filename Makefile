@@ -4,7 +4,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/georag-target
 export CARGO_TARGET_DIR
 BIN := $(CARGO_TARGET_DIR)/release/georag
 
-.PHONY: deps build demo test check bench-eval clean-results
+.PHONY: deps build demo test test-servers check bench-eval bench-generate clean-results
 
 deps:
 	@scripts/install-deps.sh
@@ -12,9 +12,10 @@ deps:
 build: deps
 	cargo build --release --locked
 
-## Run the demo experiment (synthetic world, IM2GPS features, FAISS IVF-PQ, two baselines).
+## Run the demo experiment (synthetic world, IM2GPS features, FAISS IVF-PQ, two retrieval
+## baselines, three RAG methods against georag's simulated LLM server on loopback).
 demo: build
-	$(BIN) run configs/demo.yaml --out results/demo
+	BIN=$(BIN) scripts/demo.sh
 	@echo
 	@echo "Report:  results/demo/report.html   (tables: results/demo/table.md, plots: results/demo/plots/)"
 
@@ -25,6 +26,11 @@ test: deps
 	@scripts/fetch-geoclip.sh
 	cargo test --release --locked
 
+## Interop with a real vLLM (CPU build from PyPI, a tiny random-weight Qwen2-VL built locally;
+## about 6 GB of virtualenv in ~/.cache/georag-vllm the first time). CI runs it after `make test`.
+test-servers: deps
+	@scripts/test-servers.sh
+
 ## Gate the demo's accuracy against the committed baseline (what CI runs after `make demo`).
 check: build
 	$(BIN) check results/demo/metrics.json --baseline results/baselines/demo.json --tolerance-pct 1.0
@@ -32,6 +38,10 @@ check: build
 ## georag eval vs a geopy scorer on 1,000,000 predictions (see benches/README.md).
 bench-eval: build
 	benches/eval_vs_geopy.sh
+
+## Client throughput against the simulator (200 ms latency, 64 slots; see benches/README.md).
+bench-generate: build
+	benches/generate_throughput.sh
 
 clean-results:
 	rm -rf results/demo results/cache

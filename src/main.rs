@@ -37,6 +37,64 @@ enum Command {
         /// Run directory (default: results/<config name>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Answer MLLM methods only from the response store (the generator's identity, no
+        /// server): fails on the first sample without a recorded answer, naming it.
+        #[arg(long)]
+        replay: bool,
+    },
+    /// The stages up to and including generation, then stop: fills the response store live,
+    /// or exchanges batch files with an offline runner (`vllm run-batch`, hosted batch APIs).
+    Generate {
+        /// Experiment config.
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Run directory for generations.parquet (default: results/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write every request without a valid answer to FILE.jsonl (OpenAI Batch format).
+        #[arg(long, value_name = "FILE.jsonl", conflicts_with = "import_batch")]
+        export_batch: Option<PathBuf>,
+        /// Read a batch results file (`vllm run-batch -o`, a hosted batch's output) into the
+        /// response store, validated like live answers.
+        #[arg(long, value_name = "RESULTS.jsonl")]
+        import_batch: Option<PathBuf>,
+    },
+    /// A SIMULATED OpenAI-compatible multimodal LLM server on loopback, for demos and load
+    /// tests. It is not a model: it answers from the coordinates in the prompt with a seeded
+    /// error model (usually a similar neighbour moved by 1-300 km, sometimes a far guess, a
+    /// refusal or prose without numbers), and says "simulated" in its model id.
+    SimulateServer {
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Write the base URL (http://127.0.0.1:PORT) to this file once listening.
+        #[arg(long)]
+        url_file: Option<PathBuf>,
+        /// Seed of the error model.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fixed latency per request, milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Requests processed at once (more wait).
+        #[arg(long, default_value_t = 64)]
+        slots: usize,
+        /// Probability of answering 429 / 500 / 503, or of resetting the connection.
+        #[arg(long, default_value_t = 0.0)]
+        fail_429: f64,
+        #[arg(long, default_value_t = 0.0)]
+        fail_500: f64,
+        #[arg(long, default_value_t = 0.0)]
+        fail_503: f64,
+        #[arg(long, default_value_t = 0.0)]
+        fail_reset: f64,
+        /// Return at most this many choices (servers that ignore `n`).
+        #[arg(long)]
+        max_choices: Option<usize>,
+        /// Stop after this many seconds (default: run until killed).
+        #[arg(long)]
+        exit_after_s: Option<f64>,
     },
     /// Compare a metrics.json with a baseline; exit 1 with a readable diff when any accuracy is
     /// outside the tolerance (either direction), 0 otherwise.
@@ -295,11 +353,59 @@ fn main() -> ExitCode {
 fn real_main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config: path, sets, out } => {
+        Command::Generate { config: path, sets, out, export_batch, import_batch } => {
+            let cfg = config::load(&path, &sets)?;
+            cfg.validate()?;
+            anyhow::ensure!(cfg.mllm_methods().next().is_some(), "{}: no MLLM methods (kind: mllm) to generate for", path.display());
+            let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
+            let mode = match (&export_batch, &import_batch) {
+                (Some(f), _) => pipeline::mllm::Mode::ExportBatch(f.clone()),
+                (_, Some(f)) => pipeline::mllm::Mode::ImportBatch(f.clone()),
+                _ => pipeline::mllm::Mode::Live,
+            };
+            let g = pipeline::generate(&cfg, &out, &mode).with_context(|| format!("generating for {}", path.display()))?;
+            println!(
+                "{} samples needed, {} already in the response store; {} requests planned",
+                g.samples_needed, g.samples_in_store, g.requests_planned
+            );
+            if let Some(n) = g.batch_exported {
+                println!("wrote {n} requests to {}", export_batch.as_ref().expect("export").display());
+            }
+            if let Some(n) = g.batch_imported {
+                println!("imported {n} result lines ({} matched no pending request)", g.batch_unmatched.unwrap_or(0));
+            }
+            if g.requests_sent > 0 {
+                println!("{} requests sent ({} attempts, {} retries, {} failed after retries)", g.requests_sent, g.attempts, g.retries, g.requests_failed);
+            }
+            Ok(if g.requests_failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        }
+        Command::SimulateServer { port, url_file, seed, latency_ms, slots, fail_429, fail_500, fail_503, fail_reset, max_choices, exit_after_s } => {
+            use georag::generate::simulate;
+            let opts = simulate::SimOptions { seed, latency_ms, slots, fail_429, fail_500, fail_503, fail_reset, max_choices, ..Default::default() };
+            let model = opts.model.clone();
+            let (server, sim) = simulate::serve(&format!("127.0.0.1:{port}"), opts).context("starting the simulator")?;
+            let url = server.url();
+            if let Some(f) = &url_file {
+                georag::util::atomic::write_bytes(f, format!("{url}\n").as_bytes())?;
+            }
+            eprintln!("[georag] SIMULATED LLM server `{model}` listening on {url} (not a model: seeded answers from the prompt's coordinates)");
+            match exit_after_s {
+                Some(s) => std::thread::sleep(std::time::Duration::from_secs_f64(s)),
+                None => loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                },
+            }
+            let st = sim.stats();
+            server.stop();
+            eprintln!("[georag] simulator stopped: {st:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config: path, sets, out, replay } => {
             let cfg = config::load(&path, &sets)?;
             cfg.validate()?;
             let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
-            let summary = pipeline::run(&cfg, &out).with_context(|| format!("running {}", path.display()))?;
+            let mode = if replay { pipeline::mllm::Mode::Replay } else { pipeline::mllm::Mode::Live };
+            let summary = pipeline::run_with(&cfg, &out, &mode).with_context(|| format!("running {}", path.display()))?;
             let conv = &cfg.metrics;
             for row in &summary.metrics.rows {
                 let accs: Vec<String> = conv

@@ -53,21 +53,19 @@ fn load_rec(
         Value::Mapping(m) => m.remove("include"),
         _ => None,
     };
-    let includes: Vec<String> = match includes {
-        None => vec![],
-        Some(Value::String(s)) => vec![s],
-        Some(Value::Sequence(seq)) => seq
-            .into_iter()
-            .map(|v| match v {
-                Value::String(s) => Ok(s),
-                _ => Err(ConfigError::IncludeType { path: path.to_path_buf() }),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(ConfigError::IncludeType { path: path.to_path_buf() }),
-    };
-    sources.push((path.to_path_buf(), value.clone()));
+    let includes = include_list(includes, path)?;
+    let me = sources.len();
+    sources.push((path.to_path_buf(), Value::Null));
     stack.push(canon);
     let dir = path.parent().unwrap_or(Path::new("."));
+    // `include:` inside a nested mapping (e.g. a method: `methods: [{include: methods/g3.yaml}]`)
+    // merges that file under the mapping's own keys, relative to this file.
+    if let Value::Mapping(m) = &mut value {
+        for (_, child) in m.iter_mut() {
+            resolve_nested(child, dir, path, stack, sources)?;
+        }
+    }
+    sources[me].1 = value.clone();
     let mut merged = Value::Mapping(Mapping::new());
     for inc in includes {
         let base = load_rec(&dir.join(&inc), stack, sources)?;
@@ -78,9 +76,64 @@ fn load_rec(
     Ok(merged)
 }
 
-/// Deep-merge `over` into `base`.
+fn include_list(includes: Option<Value>, path: &Path) -> Result<Vec<String>, ConfigError> {
+    match includes {
+        None => Ok(vec![]),
+        Some(Value::String(s)) => Ok(vec![s]),
+        Some(Value::Sequence(seq)) => seq
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(ConfigError::IncludeType { path: path.to_path_buf() }),
+            })
+            .collect(),
+        Some(_) => Err(ConfigError::IncludeType { path: path.to_path_buf() }),
+    }
+}
+
+fn resolve_nested(
+    v: &mut Value,
+    dir: &Path,
+    path: &Path,
+    stack: &mut Vec<PathBuf>,
+    sources: &mut Vec<(PathBuf, Value)>,
+) -> Result<(), ConfigError> {
+    match v {
+        Value::Mapping(m) => {
+            let inc = m.remove("include");
+            for (_, child) in m.iter_mut() {
+                resolve_nested(child, dir, path, stack, sources)?;
+            }
+            let list = include_list(inc, path)?;
+            if !list.is_empty() {
+                let mut merged = Value::Mapping(Mapping::new());
+                for i in list {
+                    let base = load_rec(&dir.join(&i), stack, sources)?;
+                    merge(&mut merged, base);
+                }
+                let own = std::mem::replace(v, Value::Null);
+                merge(&mut merged, own);
+                *v = merged;
+            }
+        }
+        Value::Sequence(items) => {
+            for c in items.iter_mut() {
+                resolve_nested(c, dir, path, stack, sources)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Deep-merge `over` into `base`. A mapping that names another component (a different `kind:`)
+/// replaces the base mapping instead of merging into it, so `selector: {kind: medoid}` over an
+/// included `selector: {kind: geo_verify, encoder: ...}` does not inherit `encoder`.
 pub fn merge(base: &mut Value, over: Value) {
     match (base, over) {
+        (Value::Mapping(b), Value::Mapping(o)) if b.get("kind").is_some() && o.get("kind").is_some() && b.get("kind") != o.get("kind") => {
+            *b = o;
+        }
         (Value::Mapping(b), Value::Mapping(o)) => {
             for (k, v) in o {
                 match b.get_mut(&k) {

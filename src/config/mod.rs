@@ -11,6 +11,7 @@ mod load;
 pub use load::{ConfigError, apply_set, load, load_value, merge};
 
 use crate::embed::EncoderSpec;
+use crate::generate::GeneratorSpec;
 use crate::index::IndexSpec;
 use crate::ingest::DatasetSpec;
 use crate::metrics::Convention;
@@ -39,6 +40,9 @@ pub struct Config {
     pub retrieval: RetrievalSpec,
     /// Methods evaluated on the queries, each producing one row of the table.
     pub methods: Vec<MethodSpec>,
+    /// The multimodal LLM that MLLM methods ask (`kind: openai_compatible` or `replay`).
+    #[serde(default)]
+    pub generator: Option<GeneratorSpec>,
     /// Scoring convention.
     #[serde(default)]
     pub metrics: Convention,
@@ -70,6 +74,14 @@ impl Config {
         serde_yaml::to_string(self).expect("config serialises")
     }
 
+    /// The MLLM methods, in config order.
+    pub fn mllm_methods(&self) -> impl Iterator<Item = &crate::pipeline::mllm::MllmSpec> {
+        self.methods.iter().filter_map(|m| match m {
+            MethodSpec::Mllm(s) => Some(&**s),
+            _ => None,
+        })
+    }
+
     /// Method names must be unique: they key rows and files.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
@@ -81,6 +93,13 @@ impl Config {
                     message: format!("duplicate method name `{}`; give each method a distinct `name`", m.name()),
                 });
             }
+        }
+        if self.generator.is_none() && self.mllm_methods().next().is_some() {
+            return Err(ConfigError::Invalid {
+                file: "config".into(),
+                key: "generator".into(),
+                message: "MLLM methods need a `generator:` (kind: openai_compatible or replay)".into(),
+            });
         }
         if self.methods.is_empty() {
             return Err(ConfigError::Invalid { file: "config".into(), key: "methods".into(), message: "no methods to evaluate".into() });

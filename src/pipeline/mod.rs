@@ -9,6 +9,8 @@
 //! - `predictions.parquet` is reused only when `run.json` records the same predictions
 //!   fingerprint (data, encoder, index, retrieval and method settings).
 
+pub mod mllm;
+
 use crate::config::Config;
 use crate::embed::{self, EmbedOptions, EncodeError};
 use crate::index::{self, IndexError};
@@ -51,6 +53,8 @@ pub enum PipelineError {
     Write(#[from] atomic::AtomicWriteError),
     #[error("{path}: {message}")]
     Predictions { path: PathBuf, message: String },
+    #[error(transparent)]
+    Mllm(#[from] mllm::MllmError),
 }
 
 /// Timing and cache use of one stage.
@@ -79,6 +83,12 @@ pub struct RunRecord {
     /// Failed samples by stage and status (e.g. `database/decode_failed`).
     pub failures: BTreeMap<String, usize>,
     pub stages: Vec<StageRecord>,
+    /// The MLLM stage's counts (requests, retries, tokens, store), when the config has MLLM methods.
+    #[serde(default)]
+    pub generation: Option<mllm::GenStats>,
+    /// Per MLLM method: model, prompts, sampling, parser, selector, sample statuses, fallbacks.
+    #[serde(default)]
+    pub mllm_methods: Vec<mllm::MethodSummary>,
 }
 
 impl RunRecord {
@@ -131,13 +141,18 @@ pub fn embed_only(cfg: &Config, worker: embed::Worker) -> Result<Vec<EmbedReport
     Ok(out)
 }
 
-/// Run the whole experiment into `out`.
-pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
-    std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
-    atomic::write_bytes(&out.join("config.resolved.yaml"), cfg.to_yaml().as_bytes())?;
-    let mut st = Stages(Vec::new());
-    let cache = &cfg.cache_dir;
+/// What the stages before the methods produced.
+struct Front {
+    db: ingest::Dataset,
+    queries: ingest::Dataset,
+    encoder: Box<dyn embed::Encoder>,
+    q_emb: embed::Embeddings,
+    db_emb: embed::Embeddings,
+    built: index::BuiltIndex,
+}
 
+fn front(cfg: &Config, st: &mut Stages) -> Result<Front, PipelineError> {
+    let cache = &cfg.cache_dir;
     let db = st.time("database", || {
         let (d, reused) = ingest::materialize(&cfg.database, cache)?;
         let fp = d.manifest.fingerprint.clone();
@@ -158,13 +173,62 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
         let (e, reused) = embed::embed_dataset(&queries, encoder.as_ref(), cache, &opts, "queries")?;
         Ok::<_, PipelineError>((e, reused, Some(encoder.fingerprint().to_string())))
     })?;
-    let mut built = st.time("index", || {
+    let built = st.time("index", || {
         let b = index::build_or_load(&cfg.index, &db_emb, cache)?;
         let (reused, fp) = (b.reused, b.fingerprint.clone());
         Ok::<_, PipelineError>((b, reused, Some(fp)))
     })?;
+    Ok(Front { db, queries, encoder, q_emb, db_emb, built })
+}
 
-    let methods: Vec<(String, Box<dyn crate::select::Selector>)> = cfg.methods.iter().map(|m| (m.name(), m.build())).collect();
+/// The retrieval settings that serve every method: enough similar and dissimilar neighbours.
+fn retrieval_for(cfg: &Config, baselines: &[(String, Box<dyn crate::select::Selector>)]) -> crate::retrieval::RetrievalSpec {
+    let mut rspec = cfg.retrieval.clone();
+    rspec.k = baselines.iter().map(|(_, s)| s.neighbours_needed()).max().unwrap_or(0).max(rspec.k);
+    for m in cfg.mllm_methods() {
+        let (s, d) = m.neighbours_needed();
+        rspec.k = rspec.k.max(s);
+        rspec.dissimilar_k = rspec.dissimilar_k.max(d);
+    }
+    rspec
+}
+
+/// `georag generate CONFIG [--export-batch | --import-batch]`: the stages up to generation,
+/// then stop. Returns the generation counts.
+pub fn generate(cfg: &Config, out: &Path, mode: &mllm::Mode) -> Result<mllm::GenStats, PipelineError> {
+    std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
+    let mut st = Stages(Vec::new());
+    let mut f = front(cfg, &mut st)?;
+    let baselines = baseline_selectors(cfg);
+    let rspec = retrieval_for(cfg, &baselines);
+    let neighbours = retrieval::retrieve(&rspec, &mut f.built.index, &f.built.rows, &f.q_emb, cfg.index.search_batch)?;
+    let specs: Vec<&mllm::MllmSpec> = cfg.mllm_methods().collect();
+    let o = mllm::run(cfg, &specs, &neighbours, &f.queries, mode)?;
+    if o.complete {
+        o.generations.write(&out.join("generations.parquet"))?;
+    }
+    Ok(o.stats)
+}
+
+fn baseline_selectors(cfg: &Config) -> Vec<(String, Box<dyn crate::select::Selector>)> {
+    cfg.methods.iter().filter_map(|m| m.build().map(|s| (m.name(), s))).collect()
+}
+
+/// Run the whole experiment into `out`, sending MLLM requests live.
+pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
+    run_with(cfg, out, &mllm::Mode::Live)
+}
+
+/// Run the whole experiment into `out`; `mode` says how MLLM samples missing from the response
+/// store are obtained (`Live` or `Replay`).
+pub fn run_with(cfg: &Config, out: &Path, mode: &mllm::Mode) -> Result<RunSummary, PipelineError> {
+    std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
+    atomic::write_bytes(&out.join("config.resolved.yaml"), cfg.to_yaml().as_bytes())?;
+    let mut st = Stages(Vec::new());
+    let Front { db, queries, encoder, q_emb, db_emb, mut built } = front(cfg, &mut st)?;
+
+    let baselines = baseline_selectors(cfg);
+    let specs: Vec<&mllm::MllmSpec> = cfg.mllm_methods().collect();
     let exclude_sha = match &cfg.retrieval.exclude {
         Some(p) => Some(std::fs::read(p).map(|b| crate::util::fingerprint::sha256_hex(&b)).map_err(|source| atomic::AtomicWriteError { path: p.clone(), source })?),
         None => None,
@@ -176,34 +240,48 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
         .json(&cfg.index.nprobe)
         .json(&cfg.retrieval)
         .json(&cfg.methods)
+        .json(&cfg.generator)
         .finish();
     let pred_path = out.join("predictions.parquet");
     let run_path = out.join("run.json");
     let previous: Option<RunRecord> = std::fs::read_to_string(&run_path).ok().and_then(|s| serde_json::from_str(&s).ok());
-    let reuse = previous.as_ref().is_some_and(|p| p.predictions_fingerprint == pred_fp) && pred_path.exists();
+    // MLLM predictions are always rebuilt from the response store (cheap when it has them all).
+    let reuse = specs.is_empty() && previous.as_ref().is_some_and(|p| p.predictions_fingerprint == pred_fp) && pred_path.exists();
 
+    let mut mllm_out: Option<mllm::MllmOutput> = None;
     let results: Vec<MethodResult> = if reuse {
         st.time("predictions", || Ok::<_, PipelineError>((read_predictions(&pred_path)?, true, Some(pred_fp.clone()))))?
     } else {
-        // Retrieve enough neighbours for every method.
-        let mut rspec = cfg.retrieval.clone();
-        rspec.k = methods.iter().map(|(_, s)| s.neighbours_needed()).max().unwrap_or(0).max(rspec.k);
+        let rspec = retrieval_for(cfg, &baselines);
         let neighbours = st.time("retrieve", || {
             let n = retrieval::retrieve(&rspec, &mut built.index, &built.rows, &q_emb, cfg.index.search_batch)?;
             Ok::<_, PipelineError>((n, false, None))
         })?;
         write_retrieval(&out.join("retrieval.parquet"), &neighbours)?;
-        let results = st.time("methods", || {
-            let r: Vec<MethodResult> = methods
+        let mut by_name: BTreeMap<String, MethodResult> = st.time("methods", || {
+            let r: BTreeMap<String, MethodResult> = baselines
                 .iter()
-                .map(|(name, sel)| MethodResult {
-                    method: name.clone(),
-                    dataset: queries.manifest.name.clone(),
-                    records: neighbours.iter().map(|n| predict(n, sel.as_ref())).collect(),
+                .map(|(name, sel)| {
+                    let records = neighbours.iter().enumerate().map(|(q, n)| predict(n, q, sel.as_ref())).collect();
+                    (name.clone(), MethodResult { method: name.clone(), dataset: queries.manifest.name.clone(), records })
                 })
                 .collect();
             Ok::<_, PipelineError>((r, false, Some(pred_fp.clone())))
         })?;
+        if !specs.is_empty() {
+            let o = st.time("mllm", || {
+                let o = mllm::run(cfg, &specs, &neighbours, &queries, mode)?;
+                let reused = o.stats.requests_sent == 0;
+                Ok::<_, PipelineError>((o, reused, None))
+            })?;
+            o.generations.write(&out.join("generations.parquet"))?;
+            for (spec, r) in specs.iter().zip(&o.results) {
+                by_name.insert(spec.name.clone(), r.clone());
+            }
+            mllm_out = Some(o);
+        }
+        // Config order.
+        let results: Vec<MethodResult> = cfg.methods.iter().filter_map(|m| by_name.remove(&m.name())).collect();
         write_predictions(&pred_path, &results)?;
         results
     };
@@ -226,6 +304,10 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
             *failures.entry(format!("{}/{}", r.method, rec.status)).or_insert(0) += 1;
         }
     }
+    let (generation, mllm_methods) = match &mllm_out {
+        Some(o) => (Some(o.stats.clone()), o.summaries.clone()),
+        None => (None, vec![]),
+    };
     let mut run = RunRecord {
         schema: RUN_SCHEMA.into(),
         georag_version: env!("CARGO_PKG_VERSION").into(),
@@ -240,6 +322,8 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
         n_queries: queries.len(),
         failures,
         stages: Vec::new(),
+        generation,
+        mllm_methods,
     };
     let title = cfg.report.title.clone().unwrap_or_else(|| cfg.name.clone());
     let t = Instant::now();
@@ -255,6 +339,9 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
             format!("Failed samples: {}.", run.failures.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "))
         },
     ];
+    if let Some(g) = &run.generation {
+        notes.extend(mllm::notes(g, &run.mllm_methods));
+    }
     notes.push(format!(
         "Stage times (s): {}.",
         st.0.iter().map(|s| format!("{} {:.2}{}", s.stage, s.seconds, if s.reused { " (reused)" } else { "" })).collect::<Vec<_>>().join(", ")
@@ -267,12 +354,12 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
     Ok(RunSummary { out: out.to_path_buf(), metrics, run })
 }
 
-/// One query through one selector.
-fn predict(n: &QueryNeighbours, sel: &dyn crate::select::Selector) -> PredictionRecord {
+/// One query through one baseline selector.
+fn predict(n: &QueryNeighbours, q: usize, sel: &dyn crate::select::Selector) -> PredictionRecord {
     if n.status != Status::Ok {
         return PredictionRecord::failed(n.query_id.clone(), n.truth, n.status);
     }
-    match sel.select(&Candidates { neighbours: n }) {
+    match sel.select(&Candidates::retrieval(n, q)) {
         Some(p) => PredictionRecord::ok(n.query_id.clone(), n.truth, p),
         None => PredictionRecord::failed(n.query_id.clone(), n.truth, Status::NoNeighbours),
     }

@@ -1,11 +1,16 @@
 //! Selection: turning the candidates gathered for a query into one final coordinate.
 //!
 //! The [`Selector`] trait is the seam: retrieval baselines select among retrieved GPS; the MLLM
-//! methods (later) select among generated samples plus retrieval candidates (first answer, vote,
-//! geo-verification). Methods are chosen in the config by `kind:`.
+//! methods select among generated samples plus retrieval candidates ([`generated`]: first
+//! answer, medoid, geometric median, DBSCAN density, retrieval top-1, G3's geo-verification;
+//! the geometry lives in [`pool`]). Methods are chosen in the config by `kind:`.
 //!
-//! Invariant: a selector never invents a coordinate; with no candidates it returns `None` and
-//! the prediction carries a failure status.
+//! Invariant: a selector returns one of its candidates (or, for `geometric_median`, a point
+//! computed from them only), never a coordinate from nowhere; with no candidates it returns
+//! `None` and the prediction carries a failure status (or the method's fallback).
+
+pub mod generated;
+pub mod pool;
 
 use crate::metrics::haversine_km;
 use crate::metrics::EARTH_RADIUS_KM;
@@ -16,6 +21,18 @@ use serde::{Deserialize, Serialize};
 /// Everything known about one query when its final coordinate is chosen.
 pub struct Candidates<'a> {
     pub neighbours: &'a QueryNeighbours,
+    /// The valid generated coordinates pooled for this query (MLLM methods), in pool order;
+    /// empty for retrieval baselines.
+    pub generated: &'a [LatLon],
+    /// Row of the query in the query set (for selectors with per-query features).
+    pub query: usize,
+}
+
+impl<'a> Candidates<'a> {
+    /// Candidates of a retrieval baseline (no generated answers).
+    pub fn retrieval(neighbours: &'a QueryNeighbours, query: usize) -> Self {
+        Candidates { neighbours, generated: &[], query }
+    }
 }
 
 /// Chooses the final coordinate of a query.
@@ -45,6 +62,9 @@ pub enum MethodSpec {
         #[serde(default = "default_bandwidth")]
         bandwidth_km: f64,
     },
+    /// Retrieval-augmented generation with a multimodal LLM: prompt variants x sampling x
+    /// parser x selector (`configs/methods/*.yaml`).
+    Mllm(Box<crate::pipeline::mllm::MllmSpec>),
 }
 
 fn default_k() -> usize {
@@ -62,13 +82,16 @@ impl MethodSpec {
             MethodSpec::KnnDensity { name, k, bandwidth_km } => {
                 name.clone().unwrap_or_else(|| format!("knn_density(k={k}, bw={bandwidth_km}km)"))
             }
+            MethodSpec::Mllm(m) => m.name.clone(),
         }
     }
 
-    pub fn build(&self) -> Box<dyn Selector> {
+    /// The selector of a retrieval baseline; `None` for MLLM methods (built by the MLLM stage).
+    pub fn build(&self) -> Option<Box<dyn Selector>> {
         match self {
-            MethodSpec::Nearest { .. } => Box::new(Nearest),
-            MethodSpec::KnnDensity { k, bandwidth_km, .. } => Box::new(KnnDensity { k: *k, bandwidth_km: *bandwidth_km }),
+            MethodSpec::Nearest { .. } => Some(Box::new(Nearest)),
+            MethodSpec::KnnDensity { k, bandwidth_km, .. } => Some(Box::new(KnnDensity { k: *k, bandwidth_km: *bandwidth_km })),
+            MethodSpec::Mllm(_) => None,
         }
     }
 }
@@ -134,7 +157,7 @@ mod tests {
     fn density_picks_the_cluster_not_the_top1() {
         // Top-1 is an outlier in Sydney; three neighbours cluster around Paris.
         let q = nb(&[(-33.87, 151.21), (48.85, 2.35), (48.86, 2.34), (48.80, 2.40)]);
-        let c = Candidates { neighbours: &q };
+        let c = Candidates::retrieval(&q, 0);
         assert_eq!(Nearest.select(&c).unwrap().lat, -33.87);
         let p = KnnDensity { k: 4, bandwidth_km: 50.0 }.select(&c).unwrap();
         assert!((p.lat - 48.85).abs() < 0.1, "{p:?}");
@@ -144,7 +167,7 @@ mod tests {
     #[test]
     fn no_candidates_means_no_prediction() {
         let q = nb(&[]);
-        let c = Candidates { neighbours: &q };
+        let c = Candidates::retrieval(&q, 0);
         assert!(Nearest.select(&c).is_none());
         assert!(KnnDensity { k: 8, bandwidth_km: 50.0 }.select(&c).is_none());
     }
