@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod encoders;
+pub mod llm_double;
 
 use std::path::PathBuf;
 
