@@ -31,9 +31,12 @@ test: deps
 test-servers: deps
 	@scripts/test-servers.sh
 
-## Gate the demo's accuracy against the committed baseline (what CI runs after `make demo`).
+## Gate the demo's accuracy against the committed baseline (what CI runs after `make demo`),
+## then replay the demo's recorded LLM answers (no server) and require exactly the same numbers.
 check: build
 	$(BIN) check results/demo/metrics.json --baseline results/baselines/demo.json --tolerance-pct 1.0
+	GEORAG_QUIET=1 $(BIN) run configs/demo.yaml --replay --out results/demo-replay > /dev/null || [ $$? -eq 2 ]
+	$(BIN) check results/demo-replay/metrics.json --baseline results/demo/metrics.json --tolerance-pct 0
 
 ## georag eval vs a geopy scorer on 1,000,000 predictions (see benches/README.md).
 bench-eval: build
@@ -44,4 +47,4 @@ bench-generate: build
 	benches/generate_throughput.sh
 
 clean-results:
-	rm -rf results/demo results/cache
+	rm -rf results/demo results/demo-replay results/cache

@@ -36,8 +36,18 @@ YAML
 # Materialise the datasets and embeddings first (not timed).
 GEORAG_QUIET=1 "$BIN" embed "$W/bench.yaml" >/dev/null
 start=$(date +%s.%N)
-GEORAG_QUIET=1 /usr/bin/time -v "$BIN" generate "$W/bench.yaml" >"$W/out.txt" 2>"$W/time.txt"
+GEORAG_QUIET=1 /usr/bin/time -v "$BIN" generate "$W/bench.yaml" >"$W/out.txt" 2>"$W/time.txt" &
+tpid=$!
+# Resident memory of the georag process every 5 s (flat while requests stream = no growth per request).
+: >"$W/rss.txt"
+while kill -0 "$tpid" 2>/dev/null; do
+  gp=$(pgrep -P "$tpid" -x georag || true)
+  [ -n "$gp" ] && awk -v t="$(echo "$(date +%s.%N) - $start" | bc -l)" '/^VmRSS/ {printf "%.0f s: %d MB\n", t, $2/1024}' "/proc/$gp/status" >>"$W/rss.txt" 2>/dev/null || true
+  sleep 5
+done
+wait "$tpid"
 end=$(date +%s.%N)
+echo "RSS over time: $(tr '\n' ';' <"$W/rss.txt")"
 cat "$W/out.txt"
 secs=$(echo "$end - $start" | bc -l)
 rss=$(grep 'Maximum resident' "$W/time.txt" | awk '{print $NF}')

@@ -106,18 +106,7 @@ fn siglip_sharded_weights_and_size_mismatch() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
-/// The geoclip package's files, fetched once by `scripts/fetch-geoclip.sh`.
-fn geoclip_dir() -> Option<PathBuf> {
-    let d = std::env::var_os("GEORAG_GEOCLIP_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/georag/geoclip"));
-    if d.join("geoclip/model/weights/location_encoder_weights.pth").is_file() {
-        Some(d)
-    } else {
-        eprintln!("SKIP: GeoCLIP weights not in {} (run scripts/fetch-geoclip.sh; needs PyPI)", d.display());
-        None
-    }
-}
+use common::geoclip_dir;
 
 /// GeoCLIP location tower with the REAL weights of the geoclip wheel: raw 512-d features of 260
 /// coordinates (poles, antimeridian, cities, random) match the geoclip package's outputs.

@@ -238,13 +238,7 @@ fn embed_plain_image_directory() {
 /// with a printed reason without it): Parquet with 512-d unit vectors equal to the library's.
 #[test]
 fn encode_gps_cli_writes_unit_vectors() {
-    let d = std::env::var_os("GEORAG_GEOCLIP_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/georag/geoclip"));
-    if !d.join("geoclip/model/weights/location_encoder_weights.pth").is_file() {
-        eprintln!("SKIP: GeoCLIP weights not in {} (run scripts/fetch-geoclip.sh)", d.display());
-        return;
-    }
+    let Some(d) = common::geoclip_dir() else { return };
     let dir = common::tmp("enc-gps");
     std::fs::write(dir.join("c.csv"), "id,latitude,longitude\na,48.85,2.35\nb,-33.9,151.2\nc,0,0\n").unwrap();
     let out = dir.join("gps.parquet");

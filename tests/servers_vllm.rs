@@ -175,3 +175,35 @@ fn kill_and_resume_against_vllm_sends_each_request_once() {
     assert_eq!(keys.len(), QUERIES * SAMPLES);
     assert_eq!(samples(&out).len(), QUERIES * SAMPLES);
 }
+
+/// `georag generate --export-batch` -> vLLM's own offline batch runner (`run_batch`, the
+/// `vllm run-batch` of this build) -> `--import-batch`: the imported answers serve a `--replay`
+/// run with no server.
+#[test]
+#[ignore = "needs the vLLM virtualenv: make test-servers"]
+fn export_run_batch_import_then_replay() {
+    let _ = url();
+    let d = common::tmp("vllm-batch");
+    // No server is used: the base URL points nowhere, and check_model is off.
+    let cfg = config(&d, "http://127.0.0.1:9", "  check_model: false");
+    let input = d.join("in.jsonl");
+    let output = d.join("out.jsonl");
+    let g = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_georag")).args(args).env("GEORAG_QUIET", "1").output().unwrap();
+    let o = g(&["generate", cfg.to_str().unwrap(), "--export-batch", input.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&input).unwrap().lines().count(), QUERIES);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/vllm/run_batch.sh");
+    let o = Command::new(script).args([&input, &output]).output().unwrap();
+    assert!(o.status.success(), "run_batch failed: {}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), QUERIES);
+    assert!(lines.iter().all(|l| l["response"]["status_code"] == 200), "{lines:?}");
+    let o = g(&["generate", cfg.to_str().unwrap(), "--import-batch", output.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("imported {QUERIES} result lines (0 matched")), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = run(&cfg, &d.join("run"), &["--replay"]);
+    assert!(matches!(o.status.code(), Some(0 | 2)), "{}", String::from_utf8_lossy(&o.stderr));
+    let recs = records(&d);
+    assert!(recs.iter().all(|r| r.source == "batch" && r.choices.len() == SAMPLES && r.response_model.as_deref() == Some("tiny-qwen2vl")));
+    assert_eq!(samples(&d.join("run")).len(), QUERIES * SAMPLES);
+}

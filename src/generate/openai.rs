@@ -426,8 +426,12 @@ impl Generator for OpenAiClient {
         &self.spec.extra_body
     }
     fn describe(&self) -> String {
+        let image = match self.spec.image.send {
+            super::ImageSend::Original => "images sent as stored".to_string(),
+            super::ImageSend::Reencode => format!("images re-encoded as JPEG q{} with the longest side <= {} px", self.spec.image.quality, self.spec.image.max_side),
+        };
         format!(
-            "openai_compatible `{}` at {} (in flight {}..{}, timeout {} s, {} retries)",
+            "openai_compatible `{}` at {} (in flight {}..{}, timeout {} s, {} retries; {image})",
             self.spec.model,
             self.urls.join(", "),
             self.spec.min_in_flight,

@@ -168,3 +168,46 @@ impl Selector for GeoVerify {
         Some(c.generated[best])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Status;
+    use crate::retrieval::{Neighbour, QueryNeighbours};
+
+    fn ll(lat: f64, lon: f64) -> LatLon {
+        LatLon { lat, lon }
+    }
+
+    fn nb() -> QueryNeighbours {
+        QueryNeighbours {
+            query_id: "q".into(),
+            truth: ll(0.0, 0.0),
+            status: Status::Ok,
+            similar: vec![Neighbour { id: "n0".into(), coord: ll(10.0, 10.0), score: 0.9 }],
+            dissimilar: vec![],
+        }
+    }
+
+    /// Hand-made pool: an outlier first, then a Paris cluster of three and a Rome pair.
+    #[test]
+    fn selectors_on_a_hand_made_pool() {
+        let pool = [ll(-33.87, 151.21), ll(48.85, 2.35), ll(48.86, 2.34), ll(48.80, 2.40), ll(41.90, 12.49), ll(41.91, 12.50)];
+        let n = nb();
+        let c = Candidates { neighbours: &n, generated: &pool, query: 0 };
+        assert_eq!(First.select(&c), Some(pool[0]));
+        assert_eq!(RetrievalTop1.select(&c), Some(ll(10.0, 10.0)));
+        // Density: the Paris cluster (3) beats Rome (2); its medoid is the middle point.
+        assert_eq!(Density { eps_km: 50.0, min_samples: 2 }.select(&c), Some(pool[1]));
+        // With eps too small for any cluster, everything is noise: the medoid of all.
+        let m = Medoid.select(&c).unwrap();
+        assert_eq!(Density { eps_km: 0.1, min_samples: 2 }.select(&c), Some(m));
+        assert!(pool.contains(&m));
+        let g = GeometricMedian.select(&c).unwrap();
+        assert!(crate::metrics::haversine_km(g, ll(48.85, 2.35), 6371.0) < 1000.0, "{g:?}");
+        let empty = Candidates { neighbours: &n, generated: &[], query: 0 };
+        for s in [&First as &dyn Selector, &Medoid, &GeometricMedian, &Density { eps_km: 50.0, min_samples: 2 }] {
+            assert!(s.select(&empty).is_none());
+        }
+    }
+}

@@ -17,6 +17,20 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
     }
 }
 
+/// The geoclip package's files, fetched once by `scripts/fetch-geoclip.sh` (`make test` runs it),
+/// or `None` (with the reason printed) when they are absent.
+pub fn geoclip_dir() -> Option<PathBuf> {
+    let d = std::env::var_os("GEORAG_GEOCLIP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/georag/geoclip"));
+    if d.join("geoclip/model/weights/location_encoder_weights.pth").is_file() {
+        Some(d)
+    } else {
+        eprintln!("SKIP: GeoCLIP weights not in {} (run scripts/fetch-geoclip.sh; needs PyPI)", d.display());
+        None
+    }
+}
+
 /// A fresh temporary directory for one test.
 pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("georag-it-{}-{name}", std::process::id()));
