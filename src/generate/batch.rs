@@ -24,22 +24,45 @@ pub enum BatchError {
     Write(#[from] crate::util::atomic::AtomicWriteError),
 }
 
-/// Write one request per line (atomically).
-pub fn export(path: &Path, requests: &[ChatRequest], model: &str, extra_body: &Map<String, Value>) -> Result<(), BatchError> {
-    crate::util::atomic::write_with(path, |w| {
-        for r in requests {
-            let line = json!({
-                "custom_id": r.custom_id(),
-                "method": "POST",
-                "url": "/v1/chat/completions",
-                "body": request_body(model, r, extra_body),
-            });
-            serde_json::to_writer(&mut *w, &line).map_err(std::io::Error::other)?;
-            w.write_all(b"\n")?;
-        }
+/// Writes one request per line into a temporary file, renamed into place by [`Exporter::finish`]
+/// (a reader never sees a partial batch file). Lines are streamed: the images of a benchmark are
+/// never all in memory at once.
+pub struct Exporter {
+    path: PathBuf,
+    tmp: PathBuf,
+    w: std::io::BufWriter<std::fs::File>,
+    model: String,
+    extra_body: Map<String, Value>,
+    pub lines: usize,
+}
+
+impl Exporter {
+    pub fn create(path: &Path, model: &str, extra_body: &Map<String, Value>) -> Result<Exporter, BatchError> {
+        let tmp = crate::util::atomic::temp_for(path)?;
+        let f = std::fs::File::create(&tmp).map_err(|source| BatchError::Io { path: tmp.clone(), source })?;
+        Ok(Exporter { path: path.into(), tmp, w: std::io::BufWriter::new(f), model: model.into(), extra_body: extra_body.clone(), lines: 0 })
+    }
+
+    pub fn write(&mut self, r: &ChatRequest) -> Result<(), BatchError> {
+        let line = json!({
+            "custom_id": r.custom_id(),
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": request_body(&self.model, r, &self.extra_body),
+        });
+        let io = |source| BatchError::Io { path: self.tmp.clone(), source };
+        serde_json::to_writer(&mut self.w, &line).map_err(|e| io(std::io::Error::other(e)))?;
+        self.w.write_all(b"\n").map_err(io)?;
+        self.lines += 1;
         Ok(())
-    })?;
-    Ok(())
+    }
+
+    pub fn finish(self) -> Result<usize, BatchError> {
+        let Exporter { path, tmp, w, lines, .. } = self;
+        w.into_inner().map_err(|e| BatchError::Io { path: tmp.clone(), source: e.into_error() })?;
+        crate::util::atomic::commit(&tmp, &path)?;
+        Ok(lines)
+    }
 }
 
 /// One result line.

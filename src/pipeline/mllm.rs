@@ -350,16 +350,23 @@ pub fn run(
             });
         }
         Mode::ExportBatch(path) => {
-            let mut all = Vec::with_capacity(stats.requests_planned);
+            let mut ex = generate::batch::Exporter::create(path, &identity.model, &extra_body)?;
+            let mut err = None;
             attach_images(queries, &by_id, &mut pending, &image_spec, |q, reqs, payload| match payload {
-                Ok(p) => all.extend(reqs.into_iter().map(|mut r| {
-                    r.image = Some(p.clone());
-                    r
-                })),
+                Ok(p) => {
+                    for mut r in reqs {
+                        r.image = Some(p.clone());
+                        if let Err(e) = ex.write(&r) {
+                            err.get_or_insert(e);
+                        }
+                    }
+                }
                 Err(e) => eprintln!("[georag] query `{}`: image not exported: {e}", neighbours[q].query_id),
             })?;
-            generate::batch::export(path, &all, &identity.model, &extra_body)?;
-            stats.batch_exported = Some(all.len());
+            if let Some(e) = err {
+                return Err(e.into());
+            }
+            stats.batch_exported = Some(ex.finish()?);
             stats.seconds = t0.elapsed().as_secs_f64();
             return Ok(MllmOutput { results: vec![], summaries: vec![], stats, complete: false, generations: GenRows::default() });
         }
