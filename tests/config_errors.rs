@@ -74,3 +74,49 @@ fn bad_set_and_include_cycles_are_errors() {
     let e = config::load(&p, &["index.nprob=1".into()]).unwrap_err().to_string();
     assert!(e.contains("--set index.nprob=1") && e.contains("nprobe"), "{e}");
 }
+
+/// Every shipped method file and the example experiment load, with `include:` inside the
+/// methods list, overrides beside it, and a different `kind:` replacing the included selector.
+#[test]
+fn shipped_methods_and_examples_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let cfg = config::load(&root.join("examples/rag_vllm.yaml"), &[]).unwrap();
+    cfg.validate().unwrap();
+    let names: Vec<String> = cfg.methods.iter().map(|m| m.name()).collect();
+    assert_eq!(names, ["nearest", "street_rag", "img2loc", "g3"]);
+    let g3 = cfg.mllm_methods().find(|m| m.name == "g3").unwrap();
+    assert_eq!(g3.variants.len(), 4);
+    assert_eq!(g3.variants.iter().map(|v| v.samples).sum::<usize>(), 40);
+    assert!(matches!(g3.selector, georag::select::generated::PoolSelectorSpec::GeoVerify { .. }));
+    let demo = config::load(&root.join("demo.yaml"), &[]).unwrap();
+    let g3 = demo.mllm_methods().find(|m| m.name == "g3 (medoid)").unwrap();
+    assert_eq!(g3.selector, georag::select::generated::PoolSelectorSpec::Medoid, "kind: medoid replaced geo_verify whole");
+    for f in std::fs::read_dir(root.join("methods")).unwrap() {
+        let f = f.unwrap().path();
+        let d = dir();
+        let p = write(&d, "exp.yaml", &format!("{BASE}name: x\nmethods: [{{include: {}}}]\ngenerator: {{kind: replay, model: m}}\n", f.display()));
+        let cfg = config::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        cfg.validate().unwrap();
+        for m in cfg.mllm_methods() {
+            for v in &m.variants {
+                let t = georag::prompt::Template::load(&v.prompt).unwrap();
+                t.check_neighbours(v.neighbours.similar, v.neighbours.dissimilar).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            }
+        }
+    }
+}
+
+/// Misspelt MLLM settings are errors with the closest valid names.
+#[test]
+fn mllm_method_errors_suggest_names() {
+    let d = dir();
+    let p = write(&d, "exp.yaml", &format!("{BASE}name: x\ngenerator: {{kind: replay, model: m}}\nmethods: [{{kind: mllm, name: a, variants: [{{prompt: zero_shot}}], parser: lenent}}]\n"));
+    let e = config::load(&p, &[]).unwrap_err().to_string();
+    assert!(e.contains("lenent") && e.contains("lenient"), "{e}");
+    let p = write(&d, "exp2.yaml", &format!("{BASE}name: x\ngenerator: {{kind: openai_compatibel, model: m}}\nmethods: [{{kind: nearest}}]\n"));
+    let e = config::load(&p, &[]).unwrap_err().to_string();
+    assert!(e.contains("openai_compatible"), "{e}");
+    let p = write(&d, "exp3.yaml", &format!("{BASE}name: x\nmethods: [{{kind: mllm, name: a, variants: [{{prompt: zero_shot}}]}}]\n"));
+    let e = config::load(&p, &[]).unwrap().validate().unwrap_err().to_string();
+    assert!(e.contains("generator"), "{e}");
+}
