@@ -324,3 +324,24 @@ fn the_api_key_is_written_nowhere() {
     assert!(files > 10);
     assert!(!String::from_utf8_lossy(&o.stdout).contains("very-secret") && !stderr(&o).contains("very-secret"));
 }
+
+/// A template with `place_fields` shows the database's place text (the synthetic world stores
+/// `city` and `continent` in each row's metadata) after every neighbour's coordinate.
+#[test]
+fn place_text_of_the_database_reaches_the_prompt() {
+    let dir = common::tmp("mllm-place");
+    let d = Double::start("tiny-vlm", |_, _| Fault::None);
+    let tpl = dir.join("places.yaml");
+    std::fs::write(&tpl, "include: street_rag\nname: street_rag_places\nplace_fields: [city, continent]\n").unwrap();
+    let cfg = config(&dir, &d.url(), "", 1);
+    let o = run(&cfg, &dir.join("run"), &["--set", &format!("methods.1.variants.0.prompt={}", tpl.display())]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let texts: Vec<String> = d.seen().iter().map(|s| prompt_text(&s.body)).collect();
+    assert_eq!(texts.len(), QUERIES);
+    let cities: Vec<&str> = georag::ingest::cities::CITIES.iter().map(|c| c.0).collect();
+    for t in &texts {
+        // Six neighbours (4 similar + 2 dissimilar), each `(lat, lon; City, Continent)`.
+        assert_eq!(t.matches("; ").count(), 6, "{t}");
+        assert!(cities.iter().any(|c| t.contains(&format!("; {c}, "))), "{t}");
+    }
+}

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::generate::{self, Attempt, ChatRequest, Generator, GeneratorSpec, ImagePayload, Outcome, PromptIdentity, RequestKey, Sampling};
 use crate::ingest::Dataset;
 use crate::parse::{Parsed, ParserSpec};
-use crate::prompt::{PromptError, Template};
+use crate::prompt::{Candidate, PromptError, Template};
 use crate::record::{LatLon, PredictionRecord, Status};
 use crate::report::MethodResult;
 use crate::retrieval::QueryNeighbours;
@@ -239,6 +239,7 @@ pub fn run(
     specs: &[&MllmSpec],
     neighbours: &[QueryNeighbours],
     queries: &Dataset,
+    database: &Dataset,
     mode: &Mode,
 ) -> Result<MllmOutput, MllmError> {
     let t0 = std::time::Instant::now();
@@ -251,6 +252,8 @@ pub fn run(
     let extra_body = gspec.extra_body().clone();
 
     let methods: Vec<Method> = specs.iter().map(|s| build_method(cfg, s, queries)).collect::<Result<_, _>>()?;
+
+    let places = place_metadata(&methods, neighbours, database)?;
 
     let dir = store_dir(&cfg.cache_dir);
     let writes = matches!(mode, Mode::Live | Mode::ImportBatch(_));
@@ -289,8 +292,9 @@ pub fn run(
                 image_ids[q] = Some(image_id.clone());
                 for (mi, m) in methods.iter().enumerate() {
                     for (vi, v) in m.variants.iter().enumerate() {
-                        let sim: Vec<LatLon> = nb.similar.iter().take(v.spec.neighbours.similar).map(|n| n.coord).collect();
-                        let dis: Vec<LatLon> = nb.dissimilar.iter().take(v.spec.neighbours.dissimilar).map(|n| n.coord).collect();
+                        let cand = |n: &crate::retrieval::Neighbour| Candidate { coord: n.coord, place: v.template.place_of(places.get(&n.id).map(String::as_str)) };
+                        let sim: Vec<Candidate> = nb.similar.iter().take(v.spec.neighbours.similar).map(cand).collect();
+                        let dis: Vec<Candidate> = nb.dissimilar.iter().take(v.spec.neighbours.dissimilar).map(cand).collect();
                         let r = v.template.render(&sim, &dis);
                         let prompt = Arc::new(PromptIdentity {
                             identity: identity.clone(),
@@ -561,6 +565,34 @@ fn geo_verifier(cfg: &Config, encoder: &crate::embed::EncoderSpec, location: Opt
     let dev = crate::embed::hf::device(&params.device).map_err(crate::embed::EncodeError::from)?;
     let loc = crate::embed::geoclip::LocationEncoder::load(location.unwrap_or(weights), &dev).map_err(crate::embed::EncodeError::from)?;
     Ok(gen_sel::GeoVerify { image_features: Arc::new(emb.vectors.clone()), dim: emb.dim, location: Arc::new(loc) })
+}
+
+/// The metadata (JSON) of the database rows that templates with `place_fields` show, keyed by
+/// id; empty (and no database scan) when no template asks for place text.
+fn place_metadata(methods: &[Method], neighbours: &[QueryNeighbours], database: &Dataset) -> Result<HashMap<String, String>, MllmError> {
+    let (mut s, mut d) = (0, 0);
+    for v in methods.iter().flat_map(|m| &m.variants).filter(|v| !v.template.place_fields.is_empty()) {
+        s = s.max(v.spec.neighbours.similar);
+        d = d.max(v.spec.neighbours.dissimilar);
+    }
+    if s + d == 0 {
+        return Ok(HashMap::new());
+    }
+    let wanted: HashSet<&str> = neighbours.iter().flat_map(|n| n.similar.iter().take(s).chain(n.dissimilar.iter().take(d))).map(|n| n.id.as_str()).collect();
+    let mut out = HashMap::with_capacity(wanted.len());
+    for shard in 0..database.manifest.shards.len() {
+        database.for_each_chunk(shard, 1024, |rows| {
+            for r in rows {
+                if let Some(m) = r.meta {
+                    if wanted.contains(r.id.as_str()) {
+                        out.insert(r.id, m);
+                    }
+                }
+            }
+            Ok::<_, MllmError>(())
+        })?;
+    }
+    Ok(out)
 }
 
 /// Build the live generator of a spec.

@@ -203,7 +203,7 @@ pub fn generate(cfg: &Config, out: &Path, mode: &mllm::Mode) -> Result<mllm::Gen
     let rspec = retrieval_for(cfg, &baselines);
     let neighbours = retrieval::retrieve(&rspec, &mut f.built.index, &f.built.rows, &f.q_emb, cfg.index.search_batch)?;
     let specs: Vec<&mllm::MllmSpec> = cfg.mllm_methods().collect();
-    let o = mllm::run(cfg, &specs, &neighbours, &f.queries, mode)?;
+    let o = mllm::run(cfg, &specs, &neighbours, &f.queries, &f.db, mode)?;
     if o.complete {
         o.generations.write(&out.join("generations.parquet"))?;
     }
@@ -270,7 +270,7 @@ pub fn run_with(cfg: &Config, out: &Path, mode: &mllm::Mode) -> Result<RunSummar
         })?;
         if !specs.is_empty() {
             let o = st.time("mllm", || {
-                let o = mllm::run(cfg, &specs, &neighbours, &queries, mode)?;
+                let o = mllm::run(cfg, &specs, &neighbours, &queries, &db, mode)?;
                 let reused = o.stats.requests_sent == 0;
                 Ok::<_, PipelineError>((o, reused, None))
             })?;

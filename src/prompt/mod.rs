@@ -8,6 +8,8 @@
 //! include: base.yaml            # optional; this file's keys override the included file's
 //! candidate_style: tuples       # tuples "(lat, lon) (lat, lon)" | list "['lat, lon', ...]" | lines
 //! decimals: 4
+//! place_fields: [city, country] # optional: the database's place text after each coordinate,
+//!                               # from these metadata columns (missing ones skipped)
 //! response_format: none         # none | json_schema (ask the server to enforce
 //!                               # {"latitude": number, "longitude": number})
 //! system: optional system message
@@ -111,6 +113,8 @@ struct TemplateFile {
     #[serde(default)]
     response_format: ResponseFormat,
     #[serde(default)]
+    place_fields: Vec<String>,
+    #[serde(default)]
     system: Option<String>,
     #[serde(default)]
     answer_format: String,
@@ -131,6 +135,9 @@ pub struct Template {
     pub candidate_style: CandidateStyle,
     pub decimals: usize,
     pub response_format: ResponseFormat,
+    /// Metadata columns of the database (e.g. MP16-Pro's `city`, `state`, `country`) written
+    /// after each neighbour's coordinate; empty: coordinates only.
+    pub place_fields: Vec<String>,
     pub system: Option<String>,
     pub answer_format: String,
     pub template: String,
@@ -179,7 +186,7 @@ impl Template {
     fn from_value(v: Value, source: String) -> Result<Template, PromptError> {
         let err = |message: String| PromptError::Template { source_name: source.clone(), message };
         let f: TemplateFile = serde_path_to_error::deserialize(v.clone()).map_err(|e| {
-            let fields = ["name", "version", "description", "candidate_style", "decimals", "response_format", "system", "answer_format", "template"];
+            let fields = ["name", "version", "description", "candidate_style", "decimals", "response_format", "place_fields", "system", "answer_format", "template"];
             let msg = e.inner().to_string();
             let hint = msg
                 .split('`')
@@ -213,6 +220,7 @@ impl Template {
             candidate_style: f.candidate_style,
             decimals: f.decimals,
             response_format: f.response_format,
+            place_fields: f.place_fields,
             system: f.system,
             answer_format: f.answer_format,
             template: f.template,
@@ -243,14 +251,14 @@ impl Template {
     }
 
     /// Render with the neighbours of one query (best first).
-    pub fn render(&self, similar: &[LatLon], dissimilar: &[LatLon]) -> Rendered {
+    pub fn render(&self, similar: &[Candidate], dissimilar: &[Candidate]) -> Rendered {
         let answer = substitute(&self.answer_format, |p| self.value(p, similar, dissimilar, ""));
         let answer = answer.trim_end().to_string();
         let text = substitute(&self.template, |p| self.value(p, similar, dissimilar, &answer));
         Rendered { system: self.system.as_ref().map(|s| s.trim_end().to_string()), text: text.trim_end().to_string() }
     }
 
-    fn value(&self, p: &str, similar: &[LatLon], dissimilar: &[LatLon], answer: &str) -> String {
+    fn value(&self, p: &str, similar: &[Candidate], dissimilar: &[Candidate], answer: &str) -> String {
         match p {
             "similar" => format_candidates(similar, self.candidate_style, self.decimals),
             "dissimilar" => format_candidates(dissimilar, self.candidate_style, self.decimals),
@@ -261,19 +269,59 @@ impl Template {
         }
     }
 
+    /// The place text of a database row's metadata (a JSON object, as `prepare` stores the
+    /// definition's extra columns): the template's `place_fields` that are present and
+    /// non-empty, joined with ", ".
+    pub fn place_of(&self, meta: Option<&str>) -> Option<String> {
+        if self.place_fields.is_empty() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(meta?).ok()?;
+        let parts: Vec<String> = self
+            .place_fields
+            .iter()
+            .filter_map(|f| match &v[f] {
+                serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
     /// `name@vN` for reports.
     pub fn label(&self) -> String {
         format!("{}@v{}", self.name, self.version)
     }
 }
 
-/// Coordinates in one of the styles papers use.
-pub fn format_candidates(c: &[LatLon], style: CandidateStyle, decimals: usize) -> String {
+/// One neighbour as a prompt shows it: its coordinate and, when the template asks for it and
+/// the database has it, its place text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub coord: LatLon,
+    pub place: Option<String>,
+}
+
+impl Candidate {
+    pub fn at(coord: LatLon) -> Candidate {
+        Candidate { coord, place: None }
+    }
+}
+
+/// Coordinates in one of the styles papers use; a place text follows its coordinate
+/// (`(48.8566, 2.3522; Paris, France)`, `'48.8566, 2.3522 (Paris, France)'`,
+/// `48.8566, 2.3522 (Paris, France)`).
+pub fn format_candidates(c: &[Candidate], style: CandidateStyle, decimals: usize) -> String {
     let pair = |p: &LatLon| format!("{:.d$}, {:.d$}", p.lat, p.lon, d = decimals);
+    let with = |c: &Candidate, sep: &str, close: &str| match &c.place {
+        Some(t) => format!("{}{sep}{t}{close}", pair(&c.coord)),
+        None => pair(&c.coord),
+    };
     match style {
-        CandidateStyle::Tuples => c.iter().map(|p| format!("({})", pair(p))).collect::<Vec<_>>().join(" "),
-        CandidateStyle::List => format!("[{}]", c.iter().map(|p| format!("'{}'", pair(p))).collect::<Vec<_>>().join(", ")),
-        CandidateStyle::Lines => c.iter().map(pair).collect::<Vec<_>>().join("\n"),
+        CandidateStyle::Tuples => c.iter().map(|p| format!("({})", with(p, "; ", ""))).collect::<Vec<_>>().join(" "),
+        CandidateStyle::List => format!("[{}]", c.iter().map(|p| format!("'{}'", with(p, " (", ")"))).collect::<Vec<_>>().join(", ")),
+        CandidateStyle::Lines => c.iter().map(|p| with(p, " (", ")")).collect::<Vec<_>>().join("\n"),
     }
 }
 

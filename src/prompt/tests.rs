@@ -4,9 +4,13 @@ fn ll(lat: f64, lon: f64) -> LatLon {
     LatLon { lat, lon }
 }
 
-fn neighbours() -> (Vec<LatLon>, Vec<LatLon>) {
-    let sim = vec![ll(48.85661, 2.35222), ll(51.50722, -0.1275), ll(-33.86882, 151.20929)];
-    let dis = vec![ll(35.6762, 139.6503), ll(-22.9068, -43.1729)];
+fn c(v: &[LatLon]) -> Vec<Candidate> {
+    v.iter().map(|&p| Candidate::at(p)).collect()
+}
+
+fn neighbours() -> (Vec<Candidate>, Vec<Candidate>) {
+    let sim = c(&[ll(48.85661, 2.35222), ll(51.50722, -0.1275), ll(-33.86882, 151.20929)]);
+    let dis = c(&[ll(35.6762, 139.6503), ll(-22.9068, -43.1729)]);
     (sim, dis)
 }
 
@@ -45,11 +49,15 @@ fn builtin_templates_render_as_snapshotted() {
 
 #[test]
 fn candidate_styles_and_decimals() {
-    let c = [ll(48.85661, 2.35222), ll(-33.5, -70.25)];
-    assert_eq!(format_candidates(&c, CandidateStyle::Tuples, 2), "(48.86, 2.35) (-33.50, -70.25)");
-    assert_eq!(format_candidates(&c, CandidateStyle::List, 3), "['48.857, 2.352', '-33.500, -70.250']");
-    assert_eq!(format_candidates(&c, CandidateStyle::Lines, 1), "48.9, 2.4\n-33.5, -70.2");
+    let mut v = c(&[ll(48.85661, 2.35222), ll(-33.5, -70.25)]);
+    assert_eq!(format_candidates(&v, CandidateStyle::Tuples, 2), "(48.86, 2.35) (-33.50, -70.25)");
+    assert_eq!(format_candidates(&v, CandidateStyle::List, 3), "['48.857, 2.352', '-33.500, -70.250']");
+    assert_eq!(format_candidates(&v, CandidateStyle::Lines, 1), "48.9, 2.4\n-33.5, -70.2");
     assert_eq!(format_candidates(&[], CandidateStyle::List, 1), "[]");
+    v[0].place = Some("Paris, France".into());
+    assert_eq!(format_candidates(&v, CandidateStyle::Tuples, 2), "(48.86, 2.35; Paris, France) (-33.50, -70.25)");
+    assert_eq!(format_candidates(&v, CandidateStyle::List, 1), "['48.9, 2.4 (Paris, France)', '-33.5, -70.2']");
+    assert_eq!(format_candidates(&v, CandidateStyle::Lines, 1), "48.9, 2.4 (Paris, France)\n-33.5, -70.2");
 }
 
 #[test]
@@ -86,7 +94,7 @@ fn include_overrides_and_changes_the_hash() {
     assert_eq!(t.template, base.template);
     assert_eq!(t.decimals, 2);
     assert_ne!(t.sha256, base.sha256);
-    let r = t.render(&[ll(1.234, 5.678)], &[]);
+    let r = t.render(&c(&[ll(1.234, 5.678)]), &[]);
     assert!(r.text.contains("['1.23, 5.68']"), "{}", r.text);
     // A file including itself is a cycle, not a stack overflow.
     let q = dir.join("loop.yaml");
@@ -98,8 +106,17 @@ fn include_overrides_and_changes_the_hash() {
 #[test]
 fn counts_follow_the_neighbours_given() {
     let t = Template::load("g3_rag").unwrap();
-    let r = t.render(&[ll(1.0, 2.0), ll(3.0, 4.0)], &[]);
+    let r = t.render(&c(&[ll(1.0, 2.0), ll(3.0, 4.0)]), &[]);
     assert!(r.text.contains("coordinates of 2 photos"), "{}", r.text);
     assert!(r.text.contains(r#"{"latitude": float, "longitude": float}"#), "{}", r.text);
     assert!(!r.text.contains("{{"), "{}", r.text);
+}
+
+#[test]
+fn place_text_from_database_metadata() {
+    let t = Template::from_yaml("name: p\nversion: 1\nplace_fields: [city, state, country]\ntemplate: '{{similar}}'\n", "p.yaml").unwrap();
+    assert_eq!(t.place_of(Some(r#"{"city": "Lyon", "state": "", "country": "France", "x": 1}"#)).as_deref(), Some("Lyon, France"));
+    assert_eq!(t.place_of(Some(r#"{"other": "y"}"#)), None);
+    assert_eq!(t.place_of(None), None);
+    assert_eq!(Template::load("street_rag").unwrap().place_of(Some(r#"{"city": "Lyon"}"#)), None, "no place_fields: coordinates only");
 }
