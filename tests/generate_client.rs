@@ -179,3 +179,21 @@ fn the_request_body_carries_sampling_seed_and_extra_fields() {
     assert_eq!(b["model"], "m");
     assert_eq!(b["messages"][0]["content"][0]["type"], "text");
 }
+
+/// HTTPS goes through rustls: against a plain-HTTP listener an `https://` URL fails in the TLS
+/// handshake (so a TLS stack is compiled in and used), as a retryable connection failure.
+#[test]
+fn https_urls_are_spoken_with_tls() {
+    let d = Double::start("m", |_, _| Fault::None);
+    let mut s = spec(&[d.url().replace("http://", "https://")]);
+    s.max_retries = 0;
+    let c = OpenAiClient::new(&s).unwrap();
+    let a = send(&c, &request("x", 1));
+    match &a[0].outcome {
+        Outcome::Failed(f) => {
+            let m = f.message.to_lowercase();
+            assert!(f.kind == "connection" && (m.contains("tls") || m.contains("rustls") || m.contains("corrupt message")), "{f:?}");
+        }
+        o => panic!("{o:?}"),
+    }
+}
