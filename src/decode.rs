@@ -111,12 +111,40 @@ fn to_rgb8_like_pil(img: DynamicImage) -> RgbImage {
     }
 }
 
+/// Decode `bytes` fully and discard the pixels: exactly [`decode_rgb`]'s work and errors (same
+/// decoder, same checks), for `prepare`'s decode check. JPEGs are decoded into a per-thread
+/// buffer that is reused from image to image, so the check allocates (and page-faults) nothing
+/// once warm.
+pub fn decode_check(bytes: &[u8], max_pixels: u64) -> Result<(), DecodeError> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        SCRATCH.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let r = jpeg_into(bytes, max_pixels, None, &mut buf).map(|_| ());
+            if buf.capacity() > 1 << 26 {
+                *buf = Vec::new(); // do not keep a huge photo's buffer per thread
+            }
+            r
+        })
+    } else {
+        decode_rgb(bytes, max_pixels).map(|_| ())
+    }
+}
+
 thread_local! {
     /// One TurboJPEG handle per thread (tj3Init allocates; decoding is per image).
     static TURBO: RefCell<Option<turbojpeg::Decompressor>> = const { RefCell::new(None) };
+    /// [`decode_check`]'s reusable output buffer.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 fn decode_jpeg(bytes: &[u8], max_pixels: u64, min_size: Option<(u32, u32)>) -> Result<RgbImage, DecodeError> {
+    let mut buf = Vec::new();
+    let (w, h) = jpeg_into(bytes, max_pixels, min_size, &mut buf)?;
+    RgbImage::from_raw(w as u32, h as u32, buf).ok_or_else(|| DecodeError::Corrupt("JPEG: buffer size".into()))
+}
+
+/// Decode a JPEG into `buf` (resized to exactly `w * h * 3` RGB bytes); returns `(w, h)`.
+fn jpeg_into(bytes: &[u8], max_pixels: u64, min_size: Option<(u32, u32)>, buf: &mut Vec<u8>) -> Result<(usize, usize), DecodeError> {
     // libjpeg-turbo fills a truncated scan with grey and only warns (PIL raises "image file is
     // truncated"): require the end-of-image marker near the end of the data, before spending a
     // decode on it.
@@ -154,13 +182,13 @@ fn decode_jpeg(bytes: &[u8], max_pixels: u64, min_size: Option<(u32, u32)>) -> R
         let four = matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK);
         let format = if four { turbojpeg::PixelFormat::CMYK } else { turbojpeg::PixelFormat::RGB };
         let channels = format.size();
-        let mut buf = vec![0u8; w * h * channels];
+        buf.resize(w * h * channels, 0);
         let out = turbojpeg::Image { pixels: &mut buf[..], width: w, pitch: w * channels, height: h, format };
         d.decompress(bytes, out).map_err(tj)?;
         if four {
-            buf = cmyk_inverted_to_rgb(&buf);
+            *buf = cmyk_inverted_to_rgb(buf);
         }
-        RgbImage::from_raw(w as u32, h as u32, buf).ok_or_else(|| DecodeError::Corrupt("JPEG: buffer size".into()))
+        Ok((w, h))
     })
 }
 
@@ -556,6 +584,23 @@ mod tests {
         assert_eq!(decode_rgb_draft(&png, DEFAULT_MAX_PIXELS, Some((2, 2))).unwrap().dimensions(), (19, 13));
         // The pixel limit is checked on the full size, before scaling.
         assert!(matches!(decode_rgb_draft(&j, 1000, Some((16, 16))), Err(DecodeError::TooLarge { pixels: 16000, .. })));
+    }
+
+    /// `decode_check` is `decode_rgb` with the pixels discarded: same successes, same errors.
+    #[test]
+    fn decode_check_agrees_with_decode_rgb() {
+        let j = jpeg(64, 48);
+        let dir = decode_fixtures();
+        let mut cases: Vec<(Vec<u8>, u64)> = vec![(j.clone(), DEFAULT_MAX_PIXELS), (j.clone(), 1000), (j[..j.len() / 2].to_vec(), DEFAULT_MAX_PIXELS), (b"junk".to_vec(), DEFAULT_MAX_PIXELS)];
+        let mut garbled = j.clone();
+        garbled[2..40].fill(0x11);
+        cases.push((garbled, DEFAULT_MAX_PIXELS));
+        for f in ["cmyk.jpg", "rgb16.png", "progressive.jpg", "gray.jpg"] {
+            cases.push((std::fs::read(dir.join(f)).unwrap(), DEFAULT_MAX_PIXELS));
+        }
+        for (b, limit) in cases {
+            assert_eq!(decode_check(&b, limit), decode_rgb(&b, limit).map(|_| ()));
+        }
     }
 
     /// The decoder named in the policy is the one `Cargo.lock` builds.
