@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages georag needs when they are missing:
 #   cmake, g++, libopenblas-dev  - to build the bundled FAISS (crate `faiss`, feature `static`)
+#   nasm                         - libjpeg-turbo's SIMD code, built from the source vendored by
+#                                  the `turbojpeg` crate with cmake (Debian 12's libturbojpeg0-dev
+#                                  is 2.1, older than the TurboJPEG 3 API the crate needs)
 #   fonts-dejavu-core            - a TTF for text in PNG plots (SVG plots need no font)
 #   python3, python3-pip         - for the reference scripts (benches/, the geoclip wheel fetch)
 # Needs root or sudo only when something is missing.
@@ -9,6 +12,7 @@ need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 dpkg -s libopenblas-dev >/dev/null 2>&1 || need+=(libopenblas-dev)
+command -v nasm >/dev/null 2>&1 || need+=(nasm)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)

@@ -1,25 +1,42 @@
-//! The one image decode function used by every stage (embedding now, MLLM requests later).
+//! The one image decode function used by every stage (embedding, MLLM requests, `prepare`).
 //!
 //! Decisions (recorded in ARCHITECTURE.md):
 //! - the format is sniffed from the bytes, never from a file name;
+//! - JPEGs are decoded by libjpeg-turbo (TurboJPEG 3 API, vendored and statically linked) with
+//!   the defaults PIL, torchvision and OpenCV use: accurate integer IDCT (ISLOW) and fancy
+//!   (smooth) chroma upsampling, so the pixels equal PIL's `Image.open(f).convert("RGB")`
+//!   exactly; PNG and GIF keep the `image` crate's decoders;
 //! - EXIF orientation is NOT applied, matching PIL-based reference pipelines (`Image.open` +
 //!   `convert("RGB")`), so embeddings are comparable with theirs;
-//! - every colour type (grayscale, grey+alpha, RGBA, 16-bit, CMYK JPEG) becomes 8-bit RGB; alpha
-//!   is dropped, 16-bit samples are scaled to 8 bits;
+//! - every colour type becomes 8-bit RGB as PIL's `convert("RGB")` does it: grayscale is
+//!   replicated; alpha is dropped; CMYK and YCCK JPEGs are read as Adobe-inverted CMYK (PIL's
+//!   `CMYK;I` raw mode) and converted with PIL's `cmyk2rgb`; 16-bit RGB(A) keeps the high byte
+//!   (PIL's `RGB;16B` raw mode) and 16-bit grayscale is clipped to 255 (PIL's `I;16` -> `L`);
 //! - images above `max_pixels` (default 89 478 485, PIL's decompression-bomb limit) and truncated
 //!   or corrupt files are errors, which callers record as a `decode_failed` status (a JPEG
-//!   without its end-of-image marker counts as truncated, as in PIL).
+//!   without its end-of-image marker counts as truncated, as in PIL); both are checked from the
+//!   header, before any pixel buffer is allocated;
+//! - [`decode_rgb_draft`] (DCT-domain downscaling, PIL's `draft()`) exists for consumers that
+//!   only need a small image; the HF encoders never use it.
 
-use image::{ImageDecoder, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use std::cell::RefCell;
 use std::io::Cursor;
 
 /// PIL's `Image.MAX_IMAGE_PIXELS`.
 pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
 
-/// The decode policy, part of every dataset fingerprint: changing how pixels are produced
-/// invalidates every embedding made from them.
-pub const DECODE_POLICY: &str =
-    "decode/1: format sniffed; exif orientation not applied; any colour type -> rgb8 (alpha dropped, 16-bit scaled, cmyk converted); first frame of animations; jpeg without end-of-image marker = truncated = error";
+/// The libjpeg-turbo that decodes JPEGs: the source vendored by `turbojpeg-sys` (whose version
+/// `Cargo.lock` pins; a unit test checks the two agree).
+pub const JPEG_DECODER: &str = "libjpeg-turbo 3.1.0 (turbojpeg-sys 1.2.0, TurboJPEG 3 API), islow idct, fancy upsampling";
+
+/// The decode policy, part of every dataset fingerprint (and so of every embedding store):
+/// changing how pixels are produced invalidates every embedding made from them.
+pub const DECODE_POLICY: &str = concat!(
+    "decode/2: format sniffed; exif orientation not applied; jpeg: ",
+    "libjpeg-turbo 3.1.0 (turbojpeg-sys 1.2.0, TurboJPEG 3 API), islow idct, fancy upsampling",
+    "; png/gif: image 0.25; colour -> rgb8 as PIL convert(\"RGB\") (alpha dropped, 16-bit rgb high byte, 16-bit gray clipped, cmyk/ycck adobe-inverted + PIL cmyk2rgb); first frame of animations; jpeg without end-of-image marker = truncated = error"
+);
 
 /// Why an image could not be decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -32,17 +49,25 @@ pub enum DecodeError {
     Corrupt(String),
 }
 
-/// Decode image bytes into 8-bit RGB under the rules above.
+/// Decode image bytes into 8-bit RGB under the rules above, at full size.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
+    decode_rgb_draft(bytes, max_pixels, None)
+}
+
+/// [`decode_rgb`], except that a JPEG may be decoded at 1/2, 1/4 or 1/8 of its size in the DCT
+/// domain, as PIL's `Image.draft("RGB", (w, h))` chooses: the largest of those reductions that
+/// keeps both sides at least `min_size` (`scale = min(W / w, H / h)` rounded down to 8, 4, 2
+/// or 1; the result is `ceil(W / scale) x ceil(H / scale)`). Other formats, and `None`, decode
+/// at full size. Only for consumers that shrink the image anyway (the IM2GPS tiny image, prompt
+/// images re-encoded to a maximum side); never for the HF encoders, whose references decode at
+/// full size.
+pub fn decode_rgb_draft(bytes: &[u8], max_pixels: u64, min_size: Option<(u32, u32)>) -> Result<RgbImage, DecodeError> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return decode_jpeg(bytes, max_pixels, min_size);
+    }
     let corrupt = |e: image::ImageError| DecodeError::Corrupt(e.to_string());
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    let format = reader.format().ok_or(DecodeError::UnknownFormat)?;
-    // The JPEG decoder fills a truncated scan with grey instead of failing (PIL raises "image
-    // file is truncated"): require the end-of-image marker near the end of the data, before
-    // spending a decode on it.
-    if format == image::ImageFormat::Jpeg && !has_jpeg_eoi(bytes) {
-        return Err(DecodeError::Corrupt("truncated JPEG: no end-of-image marker".into()));
-    }
+    reader.format().ok_or(DecodeError::UnknownFormat)?;
     // One header parse: the dimensions are checked before any pixel buffer is allocated.
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
@@ -53,8 +78,138 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError
     let mut limits = Limits::default();
     limits.max_alloc = Some(max_pixels.saturating_mul(8).max(1 << 26));
     decoder.set_limits(limits).map_err(corrupt)?;
-    let img = image::DynamicImage::from_decoder(decoder).map_err(corrupt)?;
-    Ok(img.into_rgb8())
+    let img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    Ok(to_rgb8_like_pil(img))
+}
+
+/// `convert("RGB")` as PIL does it for what `Image.open` makes of each PNG/GIF colour type.
+fn to_rgb8_like_pil(img: DynamicImage) -> RgbImage {
+    let (w, h) = (img.width(), img.height());
+    match img {
+        DynamicImage::ImageRgb8(i) => i,
+        // PIL opens 16-bit grayscale as `I;16`; `I;16` -> `L` clips at 255.
+        DynamicImage::ImageLuma16(i) => {
+            let raw: Vec<u8> = i.as_raw().iter().flat_map(|&v| [v.min(255) as u8; 3]).collect();
+            RgbImage::from_raw(w, h, raw).expect("size")
+        }
+        // 16-bit grey+alpha is read with `LA;16B`, 16-bit RGB(A) with `RGB(A);16B`: high bytes.
+        DynamicImage::ImageLumaA16(i) => {
+            let raw: Vec<u8> = i.as_raw().chunks_exact(2).flat_map(|p| [(p[0] >> 8) as u8; 3]).collect();
+            RgbImage::from_raw(w, h, raw).expect("size")
+        }
+        DynamicImage::ImageRgb16(i) => {
+            RgbImage::from_raw(w, h, i.as_raw().iter().map(|&v| (v >> 8) as u8).collect()).expect("size")
+        }
+        DynamicImage::ImageRgba16(i) => RgbImage::from_raw(
+            w,
+            h,
+            i.as_raw().chunks_exact(4).flat_map(|p| [(p[0] >> 8) as u8, (p[1] >> 8) as u8, (p[2] >> 8) as u8]).collect(),
+        )
+        .expect("size"),
+        // 8-bit: grey replicated, alpha dropped (no compositing), as PIL.
+        other => other.into_rgb8(),
+    }
+}
+
+/// Decode `bytes` fully and discard the pixels: exactly [`decode_rgb`]'s work and errors (same
+/// decoder, same checks), for `prepare`'s decode check. JPEGs are decoded into a per-thread
+/// buffer that is reused from image to image, so the check allocates (and page-faults) nothing
+/// once warm.
+pub fn decode_check(bytes: &[u8], max_pixels: u64) -> Result<(), DecodeError> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        SCRATCH.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let r = jpeg_into(bytes, max_pixels, None, &mut buf).map(|_| ());
+            if buf.capacity() > 1 << 26 {
+                *buf = Vec::new(); // do not keep a huge photo's buffer per thread
+            }
+            r
+        })
+    } else {
+        decode_rgb(bytes, max_pixels).map(|_| ())
+    }
+}
+
+thread_local! {
+    /// One TurboJPEG handle per thread (tj3Init allocates; decoding is per image).
+    static TURBO: RefCell<Option<turbojpeg::Decompressor>> = const { RefCell::new(None) };
+    /// [`decode_check`]'s reusable output buffer.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn decode_jpeg(bytes: &[u8], max_pixels: u64, min_size: Option<(u32, u32)>) -> Result<RgbImage, DecodeError> {
+    let mut buf = Vec::new();
+    let (w, h) = jpeg_into(bytes, max_pixels, min_size, &mut buf)?;
+    RgbImage::from_raw(w as u32, h as u32, buf).ok_or_else(|| DecodeError::Corrupt("JPEG: buffer size".into()))
+}
+
+/// Decode a JPEG into `buf` (resized to exactly `w * h * 3` RGB bytes); returns `(w, h)`.
+fn jpeg_into(bytes: &[u8], max_pixels: u64, min_size: Option<(u32, u32)>, buf: &mut Vec<u8>) -> Result<(usize, usize), DecodeError> {
+    // libjpeg-turbo fills a truncated scan with grey and only warns (PIL raises "image file is
+    // truncated"): require the end-of-image marker near the end of the data, before spending a
+    // decode on it.
+    if !has_jpeg_eoi(bytes) {
+        return Err(DecodeError::Corrupt("truncated JPEG: no end-of-image marker".into()));
+    }
+    let tj = |e: turbojpeg::Error| DecodeError::Corrupt(format!("JPEG: {e}"));
+    TURBO.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(turbojpeg::Decompressor::new().map_err(tj)?);
+        }
+        let d = slot.as_mut().expect("initialised");
+        // Header only: the pixel limit is checked before any pixel buffer exists.
+        let header = d.read_header(bytes).map_err(tj)?;
+        let (width, height) = (header.width as u32, header.height as u32);
+        let pixels = width as u64 * height as u64;
+        if pixels > max_pixels {
+            return Err(DecodeError::TooLarge { width, height, pixels, limit: max_pixels });
+        }
+        if width == 0 || height == 0 {
+            return Err(DecodeError::Corrupt("JPEG: zero-sized image".into()));
+        }
+        let scale = match min_size {
+            Some((mw, mh)) if !header.is_lossless => {
+                let s = (width / mw.max(1)).min(height / mh.max(1));
+                if s >= 8 { 8 } else if s >= 4 { 4 } else if s >= 2 { 2 } else { 1 }
+            }
+            _ => 1,
+        };
+        let factor = turbojpeg::ScalingFactor::new(1, scale);
+        d.set_scaling_factor(factor).map_err(tj)?;
+        let header = header.scaled(factor);
+        let (w, h) = (header.width, header.height);
+        let four = matches!(header.colorspace, turbojpeg::Colorspace::CMYK | turbojpeg::Colorspace::YCCK);
+        let format = if four { turbojpeg::PixelFormat::CMYK } else { turbojpeg::PixelFormat::RGB };
+        let channels = format.size();
+        buf.resize(w * h * channels, 0);
+        let out = turbojpeg::Image { pixels: &mut buf[..], width: w, pitch: w * channels, height: h, format };
+        d.decompress(bytes, out).map_err(tj)?;
+        if four {
+            *buf = cmyk_inverted_to_rgb(buf);
+        }
+        Ok((w, h))
+    })
+}
+
+/// PIL's path for 4-component JPEGs: libjpeg's CMYK output (YCCK is converted to CMYK by
+/// libjpeg) read with the `CMYK;I` raw mode (Adobe's inverted convention: 255 - v per channel),
+/// then `cmyk2rgb` (Convert.c): `nk = 255 - k; out = clip(nk - nk * c / 255)` with PIL's
+/// rounding `MULDIV255`.
+fn cmyk_inverted_to_rgb(raw: &[u8]) -> Vec<u8> {
+    let muldiv255 = |a: i32, b: i32| {
+        let t = a * b + 128;
+        ((t >> 8) + t) >> 8
+    };
+    let mut out = Vec::with_capacity(raw.len() / 4 * 3);
+    for p in raw.chunks_exact(4) {
+        let (c, m, y, k) = (255 - p[0] as i32, 255 - p[1] as i32, 255 - p[2] as i32, 255 - p[3] as i32);
+        let nk = 255 - k;
+        for v in [c, m, y] {
+            out.push((nk - muldiv255(v, nk)).clamp(0, 255) as u8);
+        }
+    }
+    out
 }
 
 /// Whether the JPEG end-of-image marker (FF D9) occurs in the last 256 bytes (some writers
@@ -354,6 +509,108 @@ mod tests {
         assert!(matches!(decode_rgb(&png, DEFAULT_MAX_PIXELS), Err(DecodeError::TooLarge { .. })));
         assert_eq!(inspect(b""), Err(DecodeError::Corrupt("zero-byte file".into())));
         assert_eq!(inspect(b"hello"), Err(DecodeError::UnknownFormat));
+    }
+
+    fn decode_fixtures() -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decode")
+    }
+
+    fn sha256_hex(b: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b))
+    }
+
+    /// One generated file per colour type (`tests/fixtures/make_decode_fixtures.py`): georag's
+    /// RGB bytes equal PIL 12.3's `Image.open(f).convert("RGB")` exactly.
+    #[test]
+    fn every_colour_type_matches_pil_exactly() {
+        let dir = decode_fixtures();
+        let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+        let files = expected["files"].as_object().unwrap();
+        for name in ["cmyk.jpg", "ycck.jpg", "gray.jpg", "gray16.png", "rgb16.png", "rgba16.png", "gray_alpha16.png", "palette.png", "progressive.jpg", "rgb420.jpg", "rgb422.jpg"] {
+            assert!(files.contains_key(name), "expected.json lacks {name}");
+        }
+        let mut failures = Vec::new();
+        for (name, e) in files {
+            let bytes = std::fs::read(dir.join(name)).unwrap();
+            let img = decode_rgb(&bytes, DEFAULT_MAX_PIXELS).unwrap_or_else(|err| panic!("{name}: {err}"));
+            let dims = (e["width"].as_u64().unwrap() as u32, e["height"].as_u64().unwrap() as u32);
+            if img.dimensions() != dims || sha256_hex(img.as_raw()) != e["rgb_sha256"].as_str().unwrap() {
+                failures.push(format!("{name} (PIL mode {})", e["mode"]));
+            }
+        }
+        assert!(failures.is_empty(), "pixels differ from PIL's for {failures:?}");
+        // The header says what the file is.
+        assert_eq!(inspect(&std::fs::read(dir.join("ycck.jpg")).unwrap()).unwrap().color, ColorKind::Ycck);
+        assert_eq!(inspect(&std::fs::read(dir.join("cmyk.jpg")).unwrap()).unwrap().color, ColorKind::Cmyk);
+        let rot = inspect(&std::fs::read(dir.join("exif_rotated.jpg")).unwrap()).unwrap();
+        assert_eq!((rot.exif_orientation, rot.width, rot.height), (Some(6), 67, 45), "orientation recorded, not applied");
+    }
+
+    /// Writes `tests/fixtures/decode/ycck.jpg` (Pillow cannot write YCCK): CMYK pixels
+    /// compressed by libjpeg-turbo, which stores 4-component input as YCCK with an Adobe marker.
+    /// Run by hand (`cargo test --release --lib write_ycck_fixture -- --ignored`), then
+    /// `make_decode_fixtures.py` to digest it with PIL.
+    #[test]
+    #[ignore]
+    fn write_ycck_fixture() {
+        let (w, h) = (41usize, 29usize);
+        let mut px = vec![0u8; w * h * 4];
+        for y in 0..h {
+            for x in 0..w {
+                let p = &mut px[(y * w + x) * 4..][..4];
+                p.copy_from_slice(&[(x * 6) as u8, (y * 8) as u8, ((x + y) * 3) as u8, (((x / 5 + y / 4) % 2) * 90 + 40) as u8]);
+            }
+        }
+        let img = turbojpeg::Image { pixels: &px[..], width: w, pitch: w * 4, height: h, format: turbojpeg::PixelFormat::CMYK };
+        let mut c = turbojpeg::Compressor::new().unwrap();
+        c.set_quality(90).unwrap();
+        c.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
+        let jpeg = c.compress_to_vec(img).unwrap();
+        assert_eq!(inspect(&jpeg).unwrap().color, ColorKind::Ycck);
+        std::fs::write(decode_fixtures().join("ycck.jpg"), jpeg).unwrap();
+    }
+
+    /// DCT-domain scaling picks PIL's `draft()` factor and never applies to other formats.
+    #[test]
+    fn draft_scales_jpegs_like_pil() {
+        let j = jpeg(160, 100);
+        assert_eq!(decode_rgb_draft(&j, DEFAULT_MAX_PIXELS, Some((16, 12))).unwrap().dimensions(), (20, 13)); // 1/8
+        assert_eq!(decode_rgb_draft(&j, DEFAULT_MAX_PIXELS, Some((32, 25))).unwrap().dimensions(), (40, 25)); // 1/4
+        assert_eq!(decode_rgb_draft(&j, DEFAULT_MAX_PIXELS, Some((60, 40))).unwrap().dimensions(), (80, 50)); // 1/2
+        assert_eq!(decode_rgb_draft(&j, DEFAULT_MAX_PIXELS, Some((100, 40))).unwrap().dimensions(), (160, 100));
+        assert_eq!(decode_rgb_draft(&j, DEFAULT_MAX_PIXELS, None).unwrap(), decode_rgb(&j, DEFAULT_MAX_PIXELS).unwrap());
+        let png = std::fs::read(decode_fixtures().join("rgb.png")).unwrap();
+        assert_eq!(decode_rgb_draft(&png, DEFAULT_MAX_PIXELS, Some((2, 2))).unwrap().dimensions(), (19, 13));
+        // The pixel limit is checked on the full size, before scaling.
+        assert!(matches!(decode_rgb_draft(&j, 1000, Some((16, 16))), Err(DecodeError::TooLarge { pixels: 16000, .. })));
+    }
+
+    /// `decode_check` is `decode_rgb` with the pixels discarded: same successes, same errors.
+    #[test]
+    fn decode_check_agrees_with_decode_rgb() {
+        let j = jpeg(64, 48);
+        let dir = decode_fixtures();
+        let mut cases: Vec<(Vec<u8>, u64)> = vec![(j.clone(), DEFAULT_MAX_PIXELS), (j.clone(), 1000), (j[..j.len() / 2].to_vec(), DEFAULT_MAX_PIXELS), (b"junk".to_vec(), DEFAULT_MAX_PIXELS)];
+        let mut garbled = j.clone();
+        garbled[2..40].fill(0x11);
+        cases.push((garbled, DEFAULT_MAX_PIXELS));
+        for f in ["cmyk.jpg", "rgb16.png", "progressive.jpg", "gray.jpg"] {
+            cases.push((std::fs::read(dir.join(f)).unwrap(), DEFAULT_MAX_PIXELS));
+        }
+        for (b, limit) in cases {
+            assert_eq!(decode_check(&b, limit), decode_rgb(&b, limit).map(|_| ()));
+        }
+    }
+
+    /// The decoder named in the policy is the one `Cargo.lock` builds.
+    #[test]
+    fn policy_names_the_locked_decoder() {
+        assert!(DECODE_POLICY.contains(JPEG_DECODER));
+        let lock = include_str!("../Cargo.lock");
+        let sys = lock.split("[[package]]").find(|p| p.contains("name = \"turbojpeg-sys\"")).expect("turbojpeg-sys in Cargo.lock");
+        let version = sys.lines().find_map(|l| l.strip_prefix("version = \"")).unwrap().trim_end_matches('"');
+        assert!(JPEG_DECODER.contains(&format!("turbojpeg-sys {version}")), "Cargo.lock has turbojpeg-sys {version}; update JPEG_DECODER and DECODE_POLICY");
     }
 
     #[test]

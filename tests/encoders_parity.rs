@@ -11,6 +11,7 @@ mod common;
 use common::encoders::{CLIP_STD, check_reference, cos, fixtures, image, reference, rows};
 
 use candle_core::Device;
+use georag::decode::{DEFAULT_MAX_PIXELS, decode_rgb};
 use georag::embed::clip::ClipEncoder;
 use georag::embed::geoclip::{GeoclipImageEncoder, LocationEncoder};
 use georag::embed::siglip::SiglipEncoder;
@@ -49,6 +50,45 @@ fn siglip_tiny_matches_transformers() {
     let enc = SiglipEncoder::load(&HfParams::new(fixtures().join("siglip-tiny"))).unwrap();
     assert_eq!(enc.dim(), 48);
     check_parity(&enc, "siglip-tiny", [0.5; 3]);
+}
+
+/// The tiny model on the 50 real JPEGs of ../shared (skipped with a printed reason when absent):
+/// georag decodes (libjpeg-turbo) and preprocesses, transformers' reference was computed from
+/// PIL's decode (`tests/fixtures/make_real_photo_refs.py`); cosine >= 0.9999 on every photo.
+fn check_real_photos(enc: &dyn Encoder, key: &str) {
+    let Some(photos) = common::real_photos::photos() else { return };
+    let r = candle_core::safetensors::load(common::real_photos::refs_dir().join("reference.safetensors"), &Device::Cpu).unwrap();
+    let reference = r[key].to_vec2::<f32>().unwrap();
+    assert_eq!(reference.len(), photos.len());
+    let imgs: Vec<_> = photos.iter().map(|p| decode_rgb(&p.bytes, DEFAULT_MAX_PIXELS).unwrap()).collect();
+    let d = enc.dim();
+    let mut worst = (1.0f64, String::new());
+    for (chunk, names) in imgs.chunks(10).zip(photos.chunks(10)) {
+        let emb = enc.encode_batch(chunk).unwrap();
+        for (i, p) in names.iter().enumerate() {
+            let k = photos.iter().position(|q| q.name == p.name).unwrap();
+            let c = common::encoders::cos(&emb[i * d..(i + 1) * d], &reference[k]);
+            if c < worst.0 {
+                worst = (c, p.name.clone());
+            }
+        }
+    }
+    eprintln!("{key}-tiny on {} real photos: lowest cosine vs transformers {:.7} ({})", photos.len(), worst.0, worst.1);
+    assert!(worst.0 >= 0.9999, "{key}-tiny: cosine {} < 0.9999 on {}", worst.0, worst.1);
+}
+
+/// Tiny random-weight CLIP (real weights cannot exist in CI) on real JPEGs.
+#[test]
+fn clip_tiny_matches_transformers_on_real_jpegs() {
+    let enc = ClipEncoder::load(&HfParams::new(common::encoders::fixtures().join("clip-tiny"))).unwrap();
+    check_real_photos(&enc, "clip");
+}
+
+/// Tiny random-weight SigLIP on real JPEGs (zune-jpeg's decode reached only 0.99915 here).
+#[test]
+fn siglip_tiny_matches_transformers_on_real_jpegs() {
+    let enc = SiglipEncoder::load(&HfParams::new(common::encoders::fixtures().join("siglip-tiny"))).unwrap();
+    check_real_photos(&enc, "siglip");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -10,12 +10,19 @@
 //! - the two parts are weighted, concatenated and L2-normalised again.
 //!
 //! The paper also used texton and gist features; those are not reproduced here.
+//!
+//! JPEGs are decoded with DCT-domain scaling (PIL's `draft()`) to at least
+//! [`DRAFT_PIXELS_PER_CELL`] x `tiny` pixels a side (`Encoder::decode_min_size`): the tiny image
+//! averages far more pixels than that per cell anyway, and the histogram is a distribution.
 
 use super::{EncodeError, Encoder, Prepared};
 use rayon::prelude::*;
 use crate::util::fingerprint::Fingerprint;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
+
+/// Decoded pixels per tiny-image cell side, at least (see the module docs).
+pub const DRAFT_PIXELS_PER_CELL: u32 = 4;
 
 /// Parameters of the descriptor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,7 +53,7 @@ impl Im2gpsEncoder {
         if p.tiny == 0 || p.hist_bins.contains(&0) {
             return Err(EncodeError::Config("im2gps: `tiny` and every `hist_bins` entry must be > 0".into()));
         }
-        let fp = Fingerprint::new("encoder/im2gps/1").json(&p).finish();
+        let fp = Fingerprint::new("encoder/im2gps/2").json(&p).field(format!("jpeg draft to >= {DRAFT_PIXELS_PER_CELL} px per cell")).finish();
         Ok(Im2gpsEncoder { p, fp })
     }
 
@@ -128,6 +135,10 @@ impl Encoder for Im2gpsEncoder {
     }
     fn fingerprint(&self) -> &str {
         &self.fp
+    }
+    fn decode_min_size(&self) -> Option<(u32, u32)> {
+        let side = self.p.tiny.saturating_mul(DRAFT_PIXELS_PER_CELL);
+        Some((side, side))
     }
     fn encode_batch(&self, images: &[RgbImage]) -> Result<Vec<f32>, EncodeError> {
         let d = self.dim();

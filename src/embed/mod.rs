@@ -52,6 +52,13 @@ pub trait Encoder: Send + Sync {
     fn prepare(&self, image: RgbImage) -> Result<Prepared, String> {
         Ok(Prepared::Image(image))
     }
+    /// The smallest image this encoder needs, when it only ever needs a small one: the store
+    /// then decodes JPEGs with DCT-domain scaling ([`crate::decode::decode_rgb_draft`], PIL's
+    /// `draft()`), which must be part of the encoder's fingerprint. `None` (the default, and
+    /// always for the HF encoders, whose references decode at full size): full decode.
+    fn decode_min_size(&self) -> Option<(u32, u32)> {
+        None
+    }
     /// Encode prepared items (from this encoder's [`Encoder::prepare`]); same output contract as
     /// [`Encoder::encode_batch`]. Default: encode the kept images.
     fn encode_prepared(&self, items: Vec<Prepared>) -> Result<Vec<f32>, EncodeError> {
@@ -427,7 +434,7 @@ fn embed_rows(
                     .par_iter()
                     .map(|r| {
                         let bytes = ds.image_bytes(r).map_err(|e| format!("reading image: {e}"))?;
-                        let img = decode::decode_rgb(&bytes, opts.max_pixels).map_err(|e: DecodeError| e.to_string())?;
+                        let img = decode::decode_rgb_draft(&bytes, opts.max_pixels, encoder.decode_min_size()).map_err(|e: DecodeError| e.to_string())?;
                         encoder.prepare(img)
                     })
                     .collect();

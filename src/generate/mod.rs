@@ -273,7 +273,7 @@ impl ImageSpec {
     pub fn transform_id(&self) -> String {
         match self.send {
             ImageSend::Original => "original".into(),
-            ImageSend::Reencode => format!("reencode/1:jpeg:max_side={}:quality={}:{}", self.max_side, self.quality, crate::decode::DECODE_POLICY),
+            ImageSend::Reencode => format!("reencode/2:jpeg-draft:max_side={}:quality={}:{}", self.max_side, self.quality, crate::decode::DECODE_POLICY),
         }
     }
 
@@ -288,8 +288,15 @@ impl ImageSpec {
                 Ok(ImagePayload { data_url: format!("data:{mime};base64,{}", encode(bytes)), sent_sha256: crate::util::fingerprint::sha256_hex(bytes), bytes: bytes.len(), size })
             }
             ImageSend::Reencode => {
-                let img = crate::decode::decode_rgb(bytes, crate::decode::DEFAULT_MAX_PIXELS).map_err(|e| e.to_string())?;
-                let img = shrink(img, self.max_side)?;
+                // Only the re-encoded size matters here: JPEGs are decoded DCT-scaled (PIL's
+                // `draft()`, as `Image.thumbnail` does) to the smallest 1/2..1/8 size that still
+                // covers the target, then resized to exactly the target of the full-size image.
+                let target = crate::decode::inspect(bytes).ok().and_then(|i| shrunk_size(i.width, i.height, self.max_side));
+                let img = crate::decode::decode_rgb_draft(bytes, crate::decode::DEFAULT_MAX_PIXELS, target).map_err(|e| e.to_string())?;
+                let img = match target {
+                    Some((nw, nh)) if img.dimensions() != (nw, nh) => resize_to(img, nw, nh)?,
+                    _ => shrink(img, self.max_side)?,
+                };
                 let size = (img.width(), img.height());
                 let mut out = Vec::new();
                 let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, self.quality.clamp(1, 100));
@@ -300,17 +307,29 @@ impl ImageSpec {
     }
 }
 
-fn shrink(img: image::RgbImage, max_side: u32) -> Result<image::RgbImage, String> {
-    let (w, h) = img.dimensions();
-    let long = w.max(h);
-    if long <= max_side || max_side == 0 {
-        return Ok(img);
+/// The size a `w x h` image is shrunk to so that its long side is `max_side`; `None` when it is
+/// not larger than that (or `max_side` is 0).
+fn shrunk_size(w: u32, h: u32, max_side: u32) -> Option<(u32, u32)> {
+    if w.max(h) <= max_side || max_side == 0 {
+        return None;
     }
-    let (nw, nh) = if w >= h {
+    Some(if w >= h {
         (max_side, ((h as f64 * max_side as f64 / w as f64).round() as u32).max(1))
     } else {
         (((w as f64 * max_side as f64 / h as f64).round() as u32).max(1), max_side)
-    };
+    })
+}
+
+fn shrink(img: image::RgbImage, max_side: u32) -> Result<image::RgbImage, String> {
+    let (w, h) = img.dimensions();
+    match shrunk_size(w, h, max_side) {
+        None => Ok(img),
+        Some((nw, nh)) => resize_to(img, nw, nh),
+    }
+}
+
+fn resize_to(img: image::RgbImage, nw: u32, nh: u32) -> Result<image::RgbImage, String> {
+    let (w, h) = img.dimensions();
     use fast_image_resize as fr;
     let src = fr::images::Image::from_vec_u8(w, h, img.into_raw(), fr::PixelType::U8x3).map_err(|e| e.to_string())?;
     let mut dst = fr::images::Image::new(nw, nh, fr::PixelType::U8x3);

@@ -513,7 +513,7 @@ fn process(input: Input, ctx: &Ctx) -> Result<Outcome, PrepareError> {
                         _ => {}
                     }
                     if i.bit_depth > 8 {
-                        check!(Reason::HighBitDepth, format!("{}-bit samples, scaled to 8 bits on decode", i.bit_depth));
+                        check!(Reason::HighBitDepth, format!("{}-bit samples, reduced to 8 bits on decode as PIL does", i.bit_depth));
                     }
                     if i.animated {
                         check!(Reason::AnimatedImage, "animated; the first frame is used".into());
@@ -525,7 +525,7 @@ fn process(input: Input, ctx: &Ctx) -> Result<Outcome, PrepareError> {
                 }
             }
             if ctx.decode_check && info.is_some() {
-                if let Err(e) = decode::decode_rgb(b, ctx.max_pixels) {
+                if let Err(e) = decode::decode_check(b, ctx.max_pixels) {
                     check!(Reason::CorruptImage, format!("decode: {e}"));
                 }
             }

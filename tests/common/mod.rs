@@ -3,6 +3,7 @@
 
 pub mod encoders;
 pub mod llm_double;
+pub mod real_photos;
 
 use std::path::PathBuf;
 
