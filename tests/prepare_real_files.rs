@@ -1,19 +1,15 @@
 //! `georag prepare` on the real benchmark files in `../shared/datasets` (skipped with a printed
 //! reason when absent, as on a user's machine).
 
+mod common;
+
 use georag::ingest::def::DatasetDef;
 use georag::ingest::prepare::{self, PrepareOptions, Reason};
 use georag::ingest::{Dataset, DatasetRow};
 use std::path::PathBuf;
 
 fn shared() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} not found (real benchmark files are only beside the project checkout)", p.display());
-        None
-    }
+    common::shared("datasets")
 }
 
 fn out(name: &str) -> PathBuf {
