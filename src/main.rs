@@ -551,7 +551,12 @@ fn prepare(a: PrepareArgs) -> Result<ExitCode> {
     if v["expected_rows_match"] == serde_json::Value::Bool(false) {
         println!("  WARNING: {} input rows, the definition expects {}", v["input_rows"], v["expected_rows"]);
     }
-    if v["metadata"]["sha256_matches"] == serde_json::Value::Bool(false) {
+    if let Some(variant) = v["metadata"]["matches_variant"].as_str() {
+        println!(
+            "  NOTE: this metadata file is the `{variant}` variant of `{}` (its sha256 matches): prepare it with --variant {variant} for that variant's columns and row count",
+            p.manifest.name
+        );
+    } else if v["metadata"]["sha256_matches"] == serde_json::Value::Bool(false) {
         println!("  WARNING: metadata sha256 differs from the canonical file's: {}", v["metadata"]["sha256"]);
     }
     if v["swapped_columns_suspected"] == serde_json::Value::Bool(true) {
