@@ -3,6 +3,9 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/georag-target
 export CARGO_TARGET_DIR
 BIN := $(CARGO_TARGET_DIR)/release/georag
+# Tests that skip (no ../shared, no geoclip wheel) append a line here; `make test` prints a
+# summary by reason after `cargo test` (whose harness hides a passing test's SKIP line).
+SKIP_LOG := $(CARGO_TARGET_DIR)/skips.log
 
 .PHONY: deps build demo test test-servers check bench-eval bench-generate clean-results
 
@@ -21,10 +24,12 @@ demo: build
 
 ## The whole test suite (unit, integration, real-data tests that skip without ../shared).
 ## scripts/fetch-geoclip.sh fetches the geoclip wheel once (GeoCLIP parity tests; they skip
-## with a printed reason when PyPI is unreachable).
+## with a printed reason when PyPI is unreachable). Ends with a count of skipped tests by reason;
+## the exit status is cargo test's.
 test: deps
 	@scripts/fetch-geoclip.sh
-	cargo test --release --locked
+	@mkdir -p $(CARGO_TARGET_DIR) && : > $(SKIP_LOG)
+	GEORAG_SKIP_LOG=$(SKIP_LOG) cargo test --release --locked; rc=$$?; scripts/skip-summary.sh $(SKIP_LOG); exit $$rc
 
 ## Interop with a real vLLM (CPU build from PyPI, a tiny random-weight Qwen2-VL built locally;
 ## about 6 GB of virtualenv in ~/.cache/georag-vllm the first time). CI runs it after `make test`.

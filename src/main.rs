@@ -41,6 +41,9 @@ enum Command {
         /// server): fails on the first sample without a recorded answer, naming it.
         #[arg(long)]
         replay: bool,
+        /// Write no plots (for CI): metrics, tables, per_image.csv and report.html as usual.
+        #[arg(long)]
+        no_plots: bool,
     },
     /// The stages up to and including generation, then stop: fills the response store live,
     /// or exchanges batch files with an offline runner (`vllm run-batch`, hosted batch APIs).
@@ -400,12 +403,12 @@ fn real_main() -> Result<ExitCode> {
             eprintln!("[georag] simulator stopped: {st:?}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config: path, sets, out, replay } => {
+        Command::Run { config: path, sets, out, replay, no_plots } => {
             let cfg = config::load(&path, &sets)?;
             cfg.validate()?;
             let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
             let mode = if replay { pipeline::mllm::Mode::Replay } else { pipeline::mllm::Mode::Live };
-            let summary = pipeline::run_with(&cfg, &out, &mode).with_context(|| format!("running {}", path.display()))?;
+            let summary = pipeline::run_with_plots(&cfg, &out, &mode, !no_plots).with_context(|| format!("running {}", path.display()))?;
             let conv = &cfg.metrics;
             for row in &summary.metrics.rows {
                 let accs: Vec<String> = conv
@@ -551,7 +554,12 @@ fn prepare(a: PrepareArgs) -> Result<ExitCode> {
     if v["expected_rows_match"] == serde_json::Value::Bool(false) {
         println!("  WARNING: {} input rows, the definition expects {}", v["input_rows"], v["expected_rows"]);
     }
-    if v["metadata"]["sha256_matches"] == serde_json::Value::Bool(false) {
+    if let Some(variant) = v["metadata"]["matches_variant"].as_str() {
+        println!(
+            "  NOTE: this metadata file is the `{variant}` variant of `{}` (its sha256 matches): prepare it with --variant {variant} for that variant's columns and row count",
+            p.manifest.name
+        );
+    } else if v["metadata"]["sha256_matches"] == serde_json::Value::Bool(false) {
         println!("  WARNING: metadata sha256 differs from the canonical file's: {}", v["metadata"]["sha256"]);
     }
     if v["swapped_columns_suspected"] == serde_json::Value::Bool(true) {

@@ -150,3 +150,18 @@ fn im2gps3k_3000_list_reports_its_empty_rows() {
     assert_eq!(o.issues.count(IssueKind::GtInvalid), 3);
     assert_eq!((o.metrics.acc(1.0).unwrap() * 100.0).round() / 100.0, 13.05);
 }
+
+/// A column given by flag that the file lacks: the flag, the file's columns and the closest.
+#[test]
+fn unknown_column_error_lists_the_columns_and_the_closest() {
+    let dir = common::tmp("unkcol");
+    let pr = write(&dir, "pred.csv", "IMG_ID,LAT,LON,PRED_LAT,PRED_LON\na.jpg,1,2,1,2\n");
+    let mut a = common::eval_args(pr, dir.join("out"));
+    a.pred_lat_col = Some("PRED_LATT".into());
+    let e = run_eval(&a).unwrap_err().to_string();
+    assert!(e.contains("pred.csv: --pred-lat-col `PRED_LATT` is not a column of this file"), "{e}");
+    assert!(e.contains("the file's 5 columns are `IMG_ID`, `LAT`, `LON`, `PRED_LAT`, `PRED_LON`; did you mean `PRED_LAT`"), "{e}");
+    a.pred_lat_col = Some("zzz".into());
+    let e = run_eval(&a).unwrap_err().to_string();
+    assert!(e.contains("none is close to `zzz`; the nearest is `"), "{e}");
+}

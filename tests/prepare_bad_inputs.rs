@@ -449,3 +449,67 @@ fn unknown_definition_names_the_closest() {
     let e = DatasetDef::load("yfcc4").unwrap_err().to_string();
     assert!(e.contains("yfcc4k"), "{e}");
 }
+
+/// A misspelled column in a definition: the error names the definition's role for it, lists the
+/// file's columns and the closest one, for the coordinates (detected roles) and `author`/`extra`.
+#[test]
+fn definition_column_errors_name_the_role_and_the_closest_column() {
+    let dir = tmp("def-columns");
+    std::fs::write(dir.join("meta.csv"), "IMG_ID,LAT,LON,AUTHOR\na.jpg,1,2,u\n").unwrap();
+    for (columns, role, given, closest) in [
+        ("{id: IMG_ID, lat: LATT, lon: LON}", "lat", "LATT", "LAT"),
+        ("{id: IMG_ID, lat: LAT, lon: LON, author: AUTHR}", "author", "AUTHR", "AUTHOR"),
+        ("{id: IMG_ID, lat: LAT, lon: LON, extra: [IMG_IDD]}", "extra", "IMG_IDD", "IMG_ID"),
+    ] {
+        let d = DatasetDef::parse(&format!("name: t\nprovenance: test\nmetadata: {{file: meta.csv, columns: {columns}}}\n"), "test").unwrap();
+        let opts = PrepareOptions { metadata: Some(dir.join("meta.csv")), out: dir.join(format!("out-{role}")), ..Default::default() };
+        let e = prepare::prepare(&d, &opts).err().unwrap().to_string();
+        assert!(e.contains(&format!("the `{role}` column `{given}` of dataset definition `t` (metadata.columns.{role}) is not a column")), "{e}");
+        assert!(e.contains("the file's 4 columns are `IMG_ID`, `LAT`, `LON`, `AUTHOR`"), "{e}");
+        assert!(e.contains(&format!("did you mean `{closest}`")), "{e}");
+        assert!(!e.contains("--"), "no CLI flag was given: {e}");
+    }
+    // No id column to detect: the error lists the columns and names the key to set.
+    std::fs::write(dir.join("noid.csv"), "photo,LAT,LON\na.jpg,1,2\n").unwrap();
+    let d = DatasetDef::parse("name: t\nprovenance: test\n", "test").unwrap();
+    let opts = PrepareOptions { metadata: Some(dir.join("noid.csv")), out: dir.join("out-noid"), ..Default::default() };
+    let e = prepare::prepare(&d, &opts).err().unwrap().to_string();
+    assert!(e.contains("no id column found among `photo`, `LAT`, `LON`; set `metadata.columns.id` in dataset definition `t`"), "{e}");
+}
+
+/// A metadata file that is byte-for-byte a variant of the definition (by the sha256 the
+/// definition lists) but still fits the default columns: prepared, with a notice in the
+/// manifest naming the variant; and an error that says `--variant` when the columns do not fit.
+#[test]
+fn variant_file_given_without_variant_is_named() {
+    let dir = tmp("variant-sha");
+    let small = "IMG_ID,LAT,LON,AUTHOR\na.jpg,1,2,u\nb.jpg,3,4,v\n";
+    let bare = "IMG_ID,LAT,LON\na.jpg,1,2\n";
+    std::fs::write(dir.join("small.csv"), small).unwrap();
+    std::fs::write(dir.join("bare.csv"), bare).unwrap();
+    let sha = |t: &str| georag::util::fingerprint::sha256_hex(t.as_bytes());
+    let d = DatasetDef::parse(
+        &format!(
+            "name: t\nprovenance: test\nmetadata: {{file: full.csv, sha256: '{}', columns: {{id: IMG_ID, lat: LAT, lon: LON, author: AUTHOR}}}}\n\
+             variants:\n  small: {{provenance: two rows, expected_rows: 2, metadata: {{file: small.csv, sha256: '{}'}}}}\n  \
+             bare: {{provenance: no author, metadata: {{file: bare.csv, sha256: '{}', columns: {{id: IMG_ID, lat: LAT, lon: LON}}}}}}\n",
+            "0".repeat(64),
+            sha(small),
+            sha(bare)
+        ),
+        "test",
+    )
+    .unwrap();
+    let opts = PrepareOptions { metadata: Some(dir.join("small.csv")), images: vec![], out: dir.join("out-small"), decode_check: false, ..Default::default() };
+    let p = prepare::prepare(&d, &opts).unwrap();
+    let v = p.manifest.validation.unwrap();
+    assert_eq!(v["metadata"]["matches_variant"], "small", "{v}");
+    assert_eq!(v["metadata"]["sha256_matches"], false);
+
+    let opts = PrepareOptions { metadata: Some(dir.join("bare.csv")), out: dir.join("out-bare"), ..Default::default() };
+    let e = prepare::prepare(&d, &opts).err().unwrap().to_string();
+    assert!(e.contains("the `author` column `AUTHOR`") && e.contains("this file is the `bare` variant of dataset `t`") && e.contains("add `--variant bare`"), "{e}");
+    // With the variant applied nothing is suggested.
+    let p = prepare::prepare(&d.clone().with_variant("bare").unwrap(), &PrepareOptions { out: dir.join("out-bare2"), ..opts }).unwrap();
+    assert_eq!(p.manifest.validation.unwrap()["metadata"]["matches_variant"], serde_json::Value::Null);
+}

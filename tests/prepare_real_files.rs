@@ -1,19 +1,15 @@
 //! `georag prepare` on the real benchmark files in `../shared/datasets` (skipped with a printed
 //! reason when absent, as on a user's machine).
 
+mod common;
+
 use georag::ingest::def::DatasetDef;
 use georag::ingest::prepare::{self, PrepareOptions, Reason};
 use georag::ingest::{Dataset, DatasetRow};
 use std::path::PathBuf;
 
 fn shared() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping: {} not found (real benchmark files are only beside the project checkout)", p.display());
-        None
-    }
+    common::shared("datasets")
 }
 
 fn out(name: &str) -> PathBuf {
@@ -94,4 +90,36 @@ fn sample50_photos_with_checksums() {
         assert_eq!(r.image.as_ref().unwrap().len().to_string(), f[3]);
     }
     assert!(m.shards.iter().all(|s| s.sha256.is_some()));
+}
+
+/// The first-contact error of issue 14: the original 3000-row IM2GPS3k list given to the default
+/// definition (which reads an `AUTHOR` column that list lacks). The error names the definition's
+/// `author` role (not `--id-col`, which nobody gave), lists the file's columns with the closest,
+/// and, since the file's sha256 is the `3000` variant's, says to add `--variant 3000`. The file is
+/// read in place from ../shared.
+#[test]
+fn im2gps3k_3000_list_without_variant_says_to_add_it() {
+    let Some(s) = shared() else { return };
+    let metadata = s.join("im2gps3k/im2gps3k_3000.csv");
+    let d = DatasetDef::load("im2gps3k").unwrap();
+    let opts = PrepareOptions { metadata: Some(metadata.clone()), out: out("im2gps3k-novariant"), ..Default::default() };
+    let e = prepare::prepare(&d, &opts).err().expect("the 3000 list has no AUTHOR column").to_string();
+    assert!(e.contains("the `author` column `AUTHOR` of dataset definition `im2gps3k` (metadata.columns.author) is not a column of this file"), "{e}");
+    assert!(!e.contains("--id-col"), "{e}");
+    assert!(e.contains("columns are `IMG_ID`") && e.contains("`LAT`") && e.contains("`LON`"), "{e}");
+    assert!(e.contains("nearest is `") || e.contains("did you mean `"), "{e}");
+    assert!(e.contains("`3000` variant of dataset `im2gps3k`") && e.contains("add `--variant 3000`"), "{e}");
+
+    // Through the binary, as a user meets it.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_georag"))
+        .args(["prepare", "im2gps3k", "--metadata"])
+        .arg(&metadata)
+        .arg("--out")
+        .arg(out("im2gps3k-novariant-cli"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("is not a column").count(), 1, "said once: {err}");
+    assert!(err.contains("add `--variant 3000`") && err.contains("`author` column `AUTHOR`") && !err.contains("--id-col"), "{err}");
 }

@@ -60,3 +60,42 @@ fn writes_tables_html_and_plots() {
         }
     }
 }
+
+/// 50 000 images: the map draws every 3rd point (at most `MAP_MAX_POINTS`) and says so; the
+/// per_image.csv and metrics are the same with `--no-plots`, which writes no plots at all.
+#[test]
+fn many_points_are_thinned_for_drawing_and_no_plots_changes_no_number() {
+    use georag::report::{MAP_MAX_POINTS, ReportExtras, write_report_with};
+    let mut r = Rng::new(5);
+    let n = 50_000;
+    let records: Vec<PredictionRecord> = (0..n)
+        .map(|i| {
+            let t = LatLon::new(r.range(-60.0, 70.0), r.range(-180.0, 180.0)).unwrap();
+            let p = LatLon::new((t.lat + r.normal()).clamp(-90.0, 90.0), t.lon).unwrap();
+            PredictionRecord::ok(format!("{i}"), t, p)
+        })
+        .collect();
+    let res = vec![MethodResult { method: "m".into(), dataset: "big".into(), records }];
+    let conv = Convention::default();
+    let metrics = MetricsFile::new(vec![score("m", "big", &res[0].records, &conv)]);
+    let input = || ReportInput { title: "big", metrics: &metrics, results: &res, convention: &conv, notes: vec![] };
+    let (a, b) = (common::tmp("big-plots"), common::tmp("big-noplots"));
+    let with = write_report_with(&a, &input(), &ReportExtras { per_image: true, ..Default::default() }).unwrap();
+    let without = write_report_with(&b, &input(), &ReportExtras { per_image: true, no_plots: true, ..Default::default() }).unwrap();
+
+    let svg = std::fs::read_to_string(a.join("plots/map_big_m.svg")).unwrap();
+    let drawn = svg.matches("<circle").count();
+    assert!(drawn <= MAP_MAX_POINTS + 20 && drawn >= n / 3 - 20, "{drawn} circles");
+    let html = std::fs::read_to_string(a.join("report.html")).unwrap();
+    assert!(html.contains(&format!("One image in 3 of the {n} is drawn")), "the caption states the thinning");
+
+    assert!(!b.join("plots").exists() && without.files.iter().all(|f| !f.starts_with(b.join("plots"))));
+    assert!(with.files.len() > without.files.len());
+    let html = std::fs::read_to_string(b.join("report.html")).unwrap();
+    assert!(!html.contains("<svg") && html.contains("Plots were not drawn (--no-plots)."));
+    for f in ["per_image.csv", "table.csv", "table.tex"] {
+        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    let per_image = georag::report::per_image::read(&b.join("per_image.csv")).unwrap();
+    assert_eq!(per_image[0].records, res[0].records);
+}

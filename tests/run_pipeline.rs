@@ -100,6 +100,15 @@ fn run_twice_reuses_cache_and_beats_random_guessing() {
     assert_eq!(mtime(&index_file), t_index);
     assert_eq!(MetricsFile::read(&out.join("metrics.json")).unwrap(), metrics);
 
+    // --no-plots: the same numbers and per_image.csv, no plots.
+    let bare = dir.join("run-no-plots");
+    let o = georag(&["run", cfg.to_str().unwrap(), "--out", bare.to_str().unwrap(), "--no-plots"]);
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(!bare.join("plots").exists() && out.join("plots").is_dir());
+    assert_eq!(MetricsFile::read(&bare.join("metrics.json")).unwrap(), metrics);
+    assert!(std::fs::read(bare.join("per_image.csv")).unwrap() == std::fs::read(out.join("per_image.csv")).unwrap());
+    assert!(std::fs::read_to_string(bare.join("table.md")).unwrap().contains("Plots were not drawn (--no-plots)."));
+
     // Changing a method setting recomputes predictions but still reuses the index.
     let o = georag(&["run", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--set", "methods.1.k=4"]);
     assert!(o.status.success());

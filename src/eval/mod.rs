@@ -15,7 +15,7 @@ pub mod published;
 pub mod read;
 pub mod report_cmd;
 
-use crate::metrics::{Convention, DistanceModel, FailurePolicy, MetricsError, MetricsFile, MetricsRow, ThresholdOp, score};
+use crate::metrics::{Convention, DistanceModel, FailurePolicy, MetricsError, MetricsFile, MetricsRow, ThresholdOp};
 use crate::record::{CoordError, LatLon, PredictionRecord, Status};
 use crate::report::{self, MethodResult, ReportError, ReportExtras, ReportInput};
 use crate::util::atomic::{self, AtomicWriteError};
@@ -79,6 +79,9 @@ pub struct EvalArgs {
     /// Published results (`configs/references/published.yaml`) to show beside the result.
     #[arg(long)]
     pub published: Option<PathBuf>,
+    /// Write no plots (for CI): metrics, tables, per_image.csv and report.html as usual.
+    #[arg(long)]
+    pub no_plots: bool,
     /// `REPRODUCED=PUBLISHED`: the published row the Δ column compares the method with.
     #[arg(long = "match", value_name = "REPRODUCED=PUBLISHED")]
     pub matches: Vec<String>,
@@ -434,7 +437,8 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalOutcome, EvalError> {
     let method = args.method.clone().unwrap_or_else(|| file_stem(&args.predictions));
     let dataset = args.dataset.clone().unwrap_or_else(|| file_stem(gt_path));
     let t1 = std::time::Instant::now();
-    let row = score(&method, &dataset, &records, &conv);
+    let scored = crate::metrics::score_records(&records, &conv);
+    let row = crate::metrics::summarize(&method, &dataset, &records, &scored, &conv);
     let score_s = t1.elapsed().as_secs_f64();
     let t2 = std::time::Instant::now();
     let metrics = MetricsFile::new(vec![row.clone()]);
@@ -459,7 +463,15 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalOutcome, EvalError> {
     notes.extend(issues.summary(5));
     let results = vec![MethodResult { method, dataset, records }];
     let input = ReportInput { title: "georag eval", metrics: &metrics, results: &results, convention: &conv, notes };
-    let extras = ReportExtras { published: published.as_ref(), aliases: &aliases, per_image: true };
+    // The report reuses these per-image scores (its rows' convention is `conv`).
+    let scored = [scored];
+    let extras = ReportExtras {
+        published: published.as_ref(),
+        aliases: &aliases,
+        per_image: true,
+        no_plots: args.no_plots,
+        scored: Some(&scored),
+    };
     let rep = report::write_report_with(out, &input, &extras)?;
     files.extend(rep.files);
     let records = results.into_iter().next().map(|r| r.records).unwrap_or_default();

@@ -161,8 +161,9 @@ pub enum ReadError {
     Arrow { path: PathBuf, column: String, source: arrow::error::ArrowError },
     #[error("{path}: no {role} column found; headers are {headers}; give it with --{role}-col NAME (or #INDEX, 0-based)")]
     NoColumn { path: PathBuf, role: &'static str, headers: String },
-    #[error("{path}: --{role}-col `{given}` is not a column of this file; {hint}")]
-    UnknownColumn { path: PathBuf, role: &'static str, given: String, hint: String },
+    /// `what` says where the name came from: `` --id-col `X` `` or a dataset definition's role.
+    #[error("{path}: {what} is not a column of this file; {hint}")]
+    UnknownColumn { path: PathBuf, what: String, given: String, hint: String },
     #[error("{path}: the file is empty (no header)")]
     Empty { path: PathBuf },
 }
@@ -170,6 +171,18 @@ pub enum ReadError {
 /// Find the column for `role`: explicit (`NAME`, case-sensitive then case-insensitive, or
 /// `#INDEX` 0-based) or detected among [`Role::candidates`].
 pub fn resolve(path: &Path, headers: &[String], role: Role, explicit: Option<&str>) -> Result<Option<UsedColumn>, ReadError> {
+    resolve_given(path, headers, role, explicit, |given| format!("--{}-col `{given}`", role.name()))
+}
+
+/// [`resolve`], with `what(given)` naming where an explicit name came from in the error (a CLI
+/// flag, a definition's column role).
+pub fn resolve_given(
+    path: &Path,
+    headers: &[String],
+    role: Role,
+    explicit: Option<&str>,
+    what: impl Fn(&str) -> String,
+) -> Result<Option<UsedColumn>, ReadError> {
     if let Some(given) = explicit {
         let idx = headers
             .iter()
@@ -182,9 +195,9 @@ pub fn resolve(path: &Path, headers: &[String], role: Role, explicit: Option<&st
                 let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
                 Err(ReadError::UnknownColumn {
                     path: path.to_path_buf(),
-                    role: role.name(),
+                    what: what(given),
                     given: given.to_string(),
-                    hint: suggest::hint(given, &refs),
+                    hint: suggest::not_a_column(given, &refs),
                 })
             }
         };

@@ -97,7 +97,7 @@ pub fn run_report(args: &ReportArgs) -> Result<ReportCmdOutcome, ReportCmdError>
         .and_then(|r| r.convention.to_convention(thresholds_of(&r.acc_pct)).ok())
         .unwrap_or_else(Convention::default);
     let input = ReportInput { title: &args.title, metrics: &metrics, results: &results, convention: &convention, notes };
-    let extras = ReportExtras { published: published.as_ref(), aliases: &aliases, per_image: false };
+    let extras = ReportExtras { published: published.as_ref(), aliases: &aliases, ..Default::default() };
     let out = report::write_report_with(&args.out, &input, &extras)?;
     Ok(ReportCmdOutcome { files: out.files, published: published_path, notes: out.notes })
 }

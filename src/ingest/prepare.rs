@@ -182,6 +182,8 @@ pub enum PrepareError {
     NoInput { name: String },
     #[error("{out}: an interrupted prepare of different inputs is here (state {found}, now {want}); remove the directory or choose another --out")]
     StateMismatch { out: PathBuf, found: String, want: String },
+    #[error("{inner}\n  this file is the `{variant}` variant of dataset `{name}` (its sha256 is that of {file} in the definition): add `--variant {variant}`")]
+    WrongVariant { inner: Box<PrepareError>, name: String, variant: String, file: String },
     #[error("internal count mismatch: {kept} kept + {quarantined} quarantined != {input} input rows")]
     Count { kept: usize, quarantined: usize, input: usize },
 }
@@ -278,22 +280,31 @@ struct Columns {
 fn resolve_columns(path: &Path, def: &DatasetDef) -> Result<Columns, PrepareError> {
     let headers = read::headers(path)?;
     let cols = def.metadata.as_ref().map(|m| m.columns.clone()).unwrap_or_default();
-    let need = |role: Role, given: &Option<String>| -> Result<read::UsedColumn, PrepareError> {
-        read::resolve(path, &headers, role, given.as_deref())?.ok_or_else(|| PrepareError::Metadata {
+    // A name from the definition is reported as the definition's role for it (`author`), never
+    // as a CLI flag the user did not give.
+    let what = |key: &str| {
+        let name = def.name.clone();
+        let key = key.to_string();
+        move |given: &str| format!("the `{key}` column `{given}` of dataset definition `{name}` (metadata.columns.{key})")
+    };
+    let need = |role: Role, key: &str, given: &Option<String>| -> Result<read::UsedColumn, PrepareError> {
+        read::resolve_given(path, &headers, role, given.as_deref(), what(key))?.ok_or_else(|| PrepareError::Metadata {
             path: path.to_path_buf(),
-            message: format!("no {} column found among {:?}; set it in the definition's `columns`", role.name(), headers),
+            message: format!(
+                "no {key} column found among {}; set `metadata.columns.{key}` in dataset definition `{}`",
+                headers.iter().map(|h| format!("`{h}`")).collect::<Vec<_>>().join(", "),
+                def.name
+            ),
         })
     };
-    let id = need(Role::Id, &cols.id)?;
-    let lat = need(Role::Lat, &cols.lat)?;
-    let lon = need(Role::Lon, &cols.lon)?;
-    let find = |name: &str| -> Result<usize, PrepareError> {
-        read::resolve(path, &headers, Role::Id, Some(name))?
-            .map(|c| c.index)
-            .ok_or_else(|| PrepareError::Metadata { path: path.to_path_buf(), message: format!("no column `{name}`") })
+    let id = need(Role::Id, "id", &cols.id)?;
+    let lat = need(Role::Lat, "lat", &cols.lat)?;
+    let lon = need(Role::Lon, "lon", &cols.lon)?;
+    let find = |key: &str, name: &str| -> Result<usize, PrepareError> {
+        Ok(read::resolve_given(path, &headers, Role::Id, Some(name), what(key))?.expect("an explicit name resolves or errs").index)
     };
-    let author = cols.author.as_deref().map(find).transpose()?;
-    let extra = cols.extra.iter().map(|n| Ok((n.clone(), find(n)?))).collect::<Result<Vec<_>, PrepareError>>()?;
+    let author = cols.author.as_deref().map(|n| find("author", n)).transpose()?;
+    let extra = cols.extra.iter().map(|n| Ok((n.clone(), find("extra", n)?))).collect::<Result<Vec<_>, PrepareError>>()?;
     let described = vec![id.to_string(), lat.to_string(), lon.to_string()];
     Ok(Columns { id: id.index, lat: lat.index, lon: lon.index, author, extra, described })
 }
@@ -748,6 +759,15 @@ impl Committer<'_> {
     }
 }
 
+/// The variant of `def` whose metadata sha256 is `sha` (and its file name), when the definition's
+/// own metadata is not that file.
+pub fn matching_variant(def: &DatasetDef, sha: &str) -> Option<(String, String)> {
+    if def.metadata.as_ref().and_then(|m| m.sha256.as_deref()) == Some(sha) {
+        return None;
+    }
+    def.variants.iter().find(|(_, v)| v.metadata.sha256.as_deref() == Some(sha)).map(|(k, v)| (k.clone(), v.metadata.file.clone()))
+}
+
 /// Run `prepare` for a (variant-resolved) definition.
 pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, PrepareError> {
     let out = opts.out.clone();
@@ -774,6 +794,14 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
         store = StoreMode::Inline;
     }
     let meta_sha = metadata.as_ref().map(|p| std::fs::read(p).map(|b| sha256_hex(&b)).map_err(|source| PrepareError::Io { path: p.clone(), source })).transpose()?;
+    // The file given may be one of the definition's variants (by sha256): say so, in the error
+    // when the definition's columns do not fit it, else in the manifest (`matches_variant`).
+    let variant_match = meta_sha.as_deref().and_then(|sha| matching_variant(def, sha));
+    if let (Some(p), Some((variant, file))) = (&metadata, &variant_match) {
+        if let Err(e) = resolve_columns(p, def) {
+            return Err(PrepareError::WrongVariant { inner: Box::new(e), name: def.name.clone(), variant: variant.clone(), file: file.clone() });
+        }
+    }
     let inputs_fp = Fingerprint::new("prepare/1")
         .json(def)
         .json(&meta_sha)
@@ -1036,6 +1064,7 @@ pub fn prepare(def: &DatasetDef, opts: &PrepareOptions) -> Result<Prepared, Prep
             "sha256": meta_sha,
             "expected_sha256": expected_sha,
             "sha256_matches": expected_sha.as_ref().map(|e| Some(e) == meta_sha.as_ref()),
+            "matches_variant": variant_match.as_ref().map(|(v, _)| v),
             "columns": columns_used,
         })),
         "images": {

@@ -222,6 +222,12 @@ pub fn run(cfg: &Config, out: &Path) -> Result<RunSummary, PipelineError> {
 /// Run the whole experiment into `out`; `mode` says how MLLM samples missing from the response
 /// store are obtained (`Live` or `Replay`).
 pub fn run_with(cfg: &Config, out: &Path, mode: &mllm::Mode) -> Result<RunSummary, PipelineError> {
+    run_with_plots(cfg, out, mode, true)
+}
+
+/// [`run_with`]; `plots: false` (`georag run --no-plots`) writes the report without plots
+/// (every number, table and per_image.csv unchanged).
+pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) -> Result<RunSummary, PipelineError> {
     std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
     atomic::write_bytes(&out.join("config.resolved.yaml"), cfg.to_yaml().as_bytes())?;
     let mut st = Stages(Vec::new());
@@ -347,7 +353,7 @@ pub fn run_with(cfg: &Config, out: &Path, mode: &mllm::Mode) -> Result<RunSummar
         st.0.iter().map(|s| format!("{} {:.2}{}", s.stage, s.seconds, if s.reused { " (reused)" } else { "" })).collect::<Vec<_>>().join(", ")
     ));
     let input = ReportInput { title: &title, metrics: &metrics, results: &results, convention: &cfg.metrics, notes };
-    report::write_report_with(out, &input, &ReportExtras { per_image: true, ..Default::default() })?;
+    report::write_report_with(out, &input, &ReportExtras { per_image: true, no_plots: !plots, ..Default::default() })?;
     st.0.push(StageRecord { stage: "report".into(), seconds: t.elapsed().as_secs_f64(), reused: false, fingerprint: None });
     run.stages = st.0;
     atomic::write_json(&run_path, &run)?;

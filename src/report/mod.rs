@@ -48,6 +48,12 @@ pub struct ReportExtras<'a> {
     pub aliases: &'a [(String, String)],
     /// Also write `per_image.csv` from `results`.
     pub per_image: bool,
+    /// Skip the plots (`--no-plots`): no `plots/` files, no figures in `report.html`; the
+    /// tables, notes and every number are unchanged.
+    pub no_plots: bool,
+    /// The per-image scores of `results` (same order and lengths), when the caller already has
+    /// them under each result's metrics-row convention; otherwise they are computed here.
+    pub scored: Option<&'a [Vec<Scored>]>,
 }
 
 /// What a report wrote.
@@ -79,28 +85,91 @@ pub fn write_report(out: &Path, input: &ReportInput) -> Result<(), ReportError> 
 pub fn write_report_with(out: &Path, input: &ReportInput, extras: &ReportExtras) -> Result<ReportOutcome, ReportError> {
     let mut files = Vec::new();
     let table = PaperTable::build(input.metrics, extras.published, extras.aliases);
-    let png_font = plot::font().map(Path::to_path_buf).map_err(str::to_string);
+    let png_font = if extras.no_plots {
+        Err("plots were skipped (--no-plots)".to_string())
+    } else {
+        plot::font().map(Path::to_path_buf).map_err(str::to_string)
+    };
     let mut notes = input.notes.clone();
     match &png_font {
+        _ if extras.no_plots => notes.push("Plots were not drawn (--no-plots).".into()),
         Ok(p) => notes.push(format!("PNG plots use the font {}.", p.display())),
         Err(why) => notes.push(format!("PNG plots were not written: {why}; the SVG plots (no font needed) are complete.")),
     }
 
     // Per-image scores, each under the convention of its metrics row (falling back to the
     // report's convention when the row is absent).
-    let scored: Vec<(Convention, Vec<Scored>)> = input
+    let scored: Vec<(Convention, std::borrow::Cow<[Scored]>)> = input
         .results
         .iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(i, r)| {
             let conv = row_of(input.metrics, &r.method, &r.dataset)
                 .and_then(|m| m.convention.to_convention(thresholds_of(&m.acc_pct)).ok())
                 .unwrap_or_else(|| input.convention.clone());
-            let s = score_records(&r.records, &conv);
+            let s = match extras.scored.and_then(|s| s.get(i)).filter(|s| s.len() == r.records.len()) {
+                Some(s) => std::borrow::Cow::Borrowed(s.as_slice()),
+                None => std::borrow::Cow::Owned(score_records(&r.records, &conv)),
+            };
             (conv, s)
         })
         .collect();
 
-    // Plots.
+    // per_image.csv is formatted in parallel (rayon) while the plots are drawn.
+    let per_image_job = || -> Result<Option<PathBuf>, ReportError> {
+        if !extras.per_image || input.results.is_empty() {
+            return Ok(None);
+        }
+        let blocks: Vec<per_image::PerImageBlock> = input
+            .results
+            .iter()
+            .zip(&scored)
+            .map(|(r, (_, s))| per_image::PerImageBlock { method: &r.method, dataset: &r.dataset, records: &r.records, scored: s })
+            .collect();
+        let p = out.join("per_image.csv");
+        per_image::write(&p, &blocks)?;
+        Ok(Some(p))
+    };
+    let plots_job = || -> Result<(Vec<html::Figure>, Vec<PathBuf>), ReportError> {
+        let mut files = Vec::new();
+        if extras.no_plots {
+            return Ok((Vec::new(), files));
+        }
+        let figures = plots(out, input, extras, &table, &scored, &mut files)?;
+        Ok((figures, files))
+    };
+    let (per_image_file, plotted) = rayon::join(per_image_job, plots_job);
+    let (figures, plot_files) = plotted?;
+    let per_image_file = per_image_file?;
+    files.extend(plot_files);
+
+    // Tables.
+    let mut md = format!("# {}\n\n", input.title);
+    md.push_str(&table.to_markdown());
+    if !notes.is_empty() {
+        md.push_str("## Notes\n\n");
+        for n in &notes {
+            md.push_str(&format!("- {n}\n"));
+        }
+    }
+    write_file(out.join("table.md"), md.as_bytes(), &mut files)?;
+    write_file(out.join("table.csv"), table.to_csv().as_bytes(), &mut files)?;
+    write_file(out.join("table.tex"), table.to_latex().as_bytes(), &mut files)?;
+    let page = html::page(input.title, &table, &figures, &notes);
+    write_file(out.join("report.html"), page.as_bytes(), &mut files)?;
+    files.extend(per_image_file);
+    Ok(ReportOutcome { files, png_font, notes })
+}
+
+/// Draw and write the accuracy, CDF and map plots; the figures for the HTML page.
+fn plots(
+    out: &Path,
+    input: &ReportInput,
+    extras: &ReportExtras,
+    table: &PaperTable,
+    scored: &[(Convention, std::borrow::Cow<[Scored]>)],
+    files: &mut Vec<PathBuf>,
+) -> Result<Vec<html::Figure>, ReportError> {
     let mut figures = Vec::new();
     let plots_dir = out.join("plots");
     let datasets: Vec<String> = {
@@ -118,55 +187,28 @@ pub fn write_report_with(out: &Path, input: &ReportInput, extras: &ReportExtras)
         if let Some(b) = block {
             let chart = accuracy_chart(ds, &rows, b, extras.published);
             let name = format!("accuracy_{}", slug(ds));
-            figures.push(emit(&plots_dir, &name, &plot::line_chart(&chart), &mut files, &format!(
+            figures.push(emit(&plots_dir, &name, &plot::line_chart(&chart), files, &format!(
                 "Accuracy versus threshold on {ds} (log-km axis); bars are 95 % Wilson intervals; dashed lines are published figures."
             ))?);
         }
         let idx: Vec<usize> = (0..input.results.len()).filter(|&i| &input.results[i].dataset == ds).collect();
         if !idx.is_empty() {
-            let chart = cdf_chart(ds, idx.iter().map(|&i| (&input.results[i], &scored[i].0, scored[i].1.as_slice())));
+            let chart = cdf_chart(ds, idx.iter().map(|&i| (&input.results[i], &scored[i].0, &scored[i].1[..])));
             let name = format!("cdf_{}", slug(ds));
-            figures.push(emit(&plots_dir, &name, &plot::line_chart(&chart), &mut files, &format!(
+            figures.push(emit(&plots_dir, &name, &plot::line_chart(&chart), files, &format!(
                 "Cumulative distribution of errors on {ds} (log km): % of scored images with error <= x; failures under the miss policy never reach 100 %."
             ))?);
             for &i in &idx {
                 let (m, note) = map_chart(&input.results[i], &scored[i].0, &scored[i].1);
                 let name = format!("map_{}_{}", slug(ds), slug(&input.results[i].method));
-                figures.push(emit(&plots_dir, &name, &plot::world_map(&m), &mut files, &format!(
+                figures.push(emit(&plots_dir, &name, &plot::world_map(&m), files, &format!(
                     "Query locations of {} on {ds} coloured by error band (equirectangular, 30° graticule).{note}",
                     input.results[i].method
                 ))?);
             }
         }
     }
-
-    // Tables.
-    let mut md = format!("# {}\n\n", input.title);
-    md.push_str(&table.to_markdown());
-    if !notes.is_empty() {
-        md.push_str("## Notes\n\n");
-        for n in &notes {
-            md.push_str(&format!("- {n}\n"));
-        }
-    }
-    write_file(out.join("table.md"), md.as_bytes(), &mut files)?;
-    write_file(out.join("table.csv"), table.to_csv().as_bytes(), &mut files)?;
-    write_file(out.join("table.tex"), table.to_latex().as_bytes(), &mut files)?;
-    let page = html::page(input.title, &table, &figures, &notes);
-    write_file(out.join("report.html"), page.as_bytes(), &mut files)?;
-
-    if extras.per_image && !input.results.is_empty() {
-        let blocks: Vec<per_image::PerImageBlock> = input
-            .results
-            .iter()
-            .zip(&scored)
-            .map(|(r, (_, s))| per_image::PerImageBlock { method: &r.method, dataset: &r.dataset, records: &r.records, scored: s })
-            .collect();
-        let p = out.join("per_image.csv");
-        per_image::write(&p, &blocks)?;
-        files.push(p);
-    }
-    Ok(ReportOutcome { files, png_font, notes })
+    Ok(figures)
 }
 
 fn row_of<'a>(m: &'a MetricsFile, method: &str, dataset: &str) -> Option<&'a MetricsRow> {
@@ -333,7 +375,7 @@ fn map_chart(r: &MethodResult, conv: &Convention, scored: &[Scored]) -> (plot::M
         bands.push(format!("beyond {last} km ({})", counts[ts.len()]));
     }
     let note = if stride > 1 {
-        format!(" Every {stride}th of {} images is drawn.", r.records.len())
+        format!(" One image in {stride} of the {} is drawn (thinned for drawing only; every number uses all of them).", r.records.len())
     } else {
         String::new()
     };

@@ -21,11 +21,48 @@ pub fn hint(name: &str, candidates: &[&str]) -> String {
     }
 }
 
+/// The single most similar candidate (Jaro-Winkler on lower case), however far; `None` when
+/// there are no candidates.
+pub fn nearest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(&name.to_lowercase(), &c.to_lowercase()), *c))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// For a column name that a file lacks: the file's columns (at most 60 listed) and the closest
+/// match ("did you mean", or the nearest one when none is close).
+pub fn not_a_column(name: &str, columns: &[&str]) -> String {
+    const MAX: usize = 60;
+    let mut list = columns.iter().take(MAX).map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ");
+    if columns.len() > MAX {
+        list.push_str(&format!(", ... ({} more)", columns.len() - MAX));
+    }
+    let close = closest(name, columns);
+    let tail = if !close.is_empty() {
+        format!("did you mean {}?", close.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(" or "))
+    } else if let Some(n) = nearest(name, columns) {
+        format!("none is close to `{name}`; the nearest is `{n}`")
+    } else {
+        "it has no columns".into()
+    };
+    format!("the file's {} columns are {list}; {tail}", columns.len())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn suggests_close_names() {
         assert_eq!(super::closest("knn_densty", &["nearest", "knn_density"]), vec!["knn_density"]);
         assert!(super::hint("zzz", &["nearest"]).contains("valid names"));
+    }
+
+    #[test]
+    fn not_a_column_lists_the_columns_and_the_closest() {
+        let h = super::not_a_column("LATT", &["IMG_ID", "LAT", "LON"]);
+        assert_eq!(h, "the file's 3 columns are `IMG_ID`, `LAT`, `LON`; did you mean `LAT`?");
+        let h = super::not_a_column("zzz", &["IMG_ID", "LAT", "LON"]);
+        assert!(h.starts_with("the file's 3 columns are `IMG_ID`, `LAT`, `LON`; none is close to `zzz`; the nearest is `"), "{h}");
     }
 }

@@ -5,15 +5,48 @@ pub mod encoders;
 pub mod llm_double;
 pub mod real_photos;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// `../shared` beside the checkout, or `None` (with the reason printed) when absent.
+/// The reasons a test may skip for; `make test`'s summary counts skipped tests by these.
+pub const SKIP_SHARED: &str = "../shared";
+pub const SKIP_GEOCLIP: &str = "the geoclip wheel (PyPI)";
+
+/// Records that the running test skips: prints `SKIP: ...` (which cargo's harness hides unless
+/// the test fails) and, when `GEORAG_SKIP_LOG` names a file (`make test` sets it), appends
+/// `reason<TAB>test<TAB>message` to it, from which the Makefile prints a summary by reason.
+pub fn skip(reason: &str, message: &str) {
+    eprintln!("SKIP: {message}");
+    if let Some(log) = std::env::var_os("GEORAG_SKIP_LOG").filter(|v| !v.is_empty()) {
+        record_skip(Path::new(&log), reason, message);
+    }
+}
+
+/// Appends one skip line to `log` (one `write` per line on an `O_APPEND` file, so test threads
+/// running in parallel never interleave their lines). The test's name is the libtest thread's.
+pub fn record_skip(log: &Path, reason: &str, message: &str) {
+    use std::io::Write;
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("?");
+    // cargo names a test binary `<target>-<hash>`.
+    let exe = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).unwrap_or_default();
+    let crate_name = exe.rsplit_once('-').map_or(exe.as_str(), |(a, _)| a);
+    let clean = |s: &str| s.replace(['\t', '\n'], " ");
+    let line = format!("{}\t{}::{}\t{}\n", clean(reason), crate_name, clean(test), clean(message));
+    match std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        Ok(mut f) => {
+            let _ = f.write_all(line.as_bytes());
+        }
+        Err(e) => eprintln!("warning: cannot append to GEORAG_SKIP_LOG {}: {e}", log.display()),
+    }
+}
+
+/// `../shared` beside the checkout, or `None` (with the reason printed and logged) when absent.
 pub fn shared(rel: &str) -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel);
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: {} not found (../shared is absent on this machine)", p.display());
+        skip(SKIP_SHARED, &format!("{} not found (../shared is absent on this machine)", p.display()));
         None
     }
 }
@@ -27,7 +60,7 @@ pub fn geoclip_dir() -> Option<PathBuf> {
     if d.join("geoclip/model/weights/location_encoder_weights.pth").is_file() {
         Some(d)
     } else {
-        eprintln!("SKIP: GeoCLIP weights not in {} (run scripts/fetch-geoclip.sh; needs PyPI)", d.display());
+        skip(SKIP_GEOCLIP, &format!("GeoCLIP weights not in {} (run scripts/fetch-geoclip.sh; needs PyPI)", d.display()));
         None
     }
 }
