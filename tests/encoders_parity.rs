@@ -17,7 +17,7 @@ use georag::embed::geoclip::{GeoclipImageEncoder, LocationEncoder};
 use georag::embed::siglip::SiglipEncoder;
 use georag::embed::{Encoder, HfParams};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Check pixels and embeddings of every fixture image against the transformers reference
 /// (cosine >= 0.9999), and that the fixture can detect errors at all.
