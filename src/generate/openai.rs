@@ -266,7 +266,7 @@ impl OpenAiClient {
             return Ok(());
         }
         let r = self.checked.get_or_init(|| match self.served_models() {
-            Ok(ids) if ids.is_empty() || ids.iter().any(|m| *m == self.spec.model) => Ok(()),
+            Ok(ids) if ids.is_empty() || ids.contains(&self.spec.model) => Ok(()),
             Ok(ids) => Err(ids.join(", ")),
             Err(e) => {
                 eprintln!("[georag] warning: cannot list the server's models ({e}); sending requests for `{}` anyway", self.spec.model);

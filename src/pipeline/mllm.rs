@@ -482,10 +482,10 @@ pub fn run(
                     });
                 }
             }
-            if m.spec.pool_retrieval_top1 {
-                if let Some(n) = nb.similar.first() {
-                    pool.push(n.coord);
-                }
+            if m.spec.pool_retrieval_top1
+                && let Some(n) = nb.similar.first()
+            {
+                pool.push(n.coord);
             }
             let c = Candidates { neighbours: nb, generated: &pool, query: q };
             let rec = match m.selector.select(&c) {
@@ -583,10 +583,10 @@ fn place_metadata(methods: &[Method], neighbours: &[QueryNeighbours], database: 
     for shard in 0..database.manifest.shards.len() {
         database.for_each_chunk(shard, 1024, |rows| {
             for r in rows {
-                if let Some(m) = r.meta {
-                    if wanted.contains(r.id.as_str()) {
-                        out.insert(r.id, m);
-                    }
+                if let Some(m) = r.meta
+                    && wanted.contains(r.id.as_str())
+                {
+                    out.insert(r.id, m);
                 }
             }
             Ok::<_, MllmError>(())

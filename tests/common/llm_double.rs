@@ -75,10 +75,10 @@ pub fn first_pair(text: &str) -> Option<(f64, f64)> {
                 while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
                     i += 1;
                 }
-                if let Ok(v) = text[st..i].parse::<f64>() {
-                    if text[st..i].contains('.') {
-                        out.push((st, i, v));
-                    }
+                if let Ok(v) = text[st..i].parse::<f64>()
+                    && text[st..i].contains('.')
+                {
+                    out.push((st, i, v));
                 }
             } else {
                 i += 1;
