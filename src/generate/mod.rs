@@ -19,7 +19,7 @@ pub mod openai;
 pub mod simulate;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use crate::util::fingerprint::Fingerprint;
 use std::sync::Arc;
 
 pub use openai::{OpenAiClient, OpenAiSpec};
@@ -111,31 +111,35 @@ pub struct PromptIdentity {
 }
 
 impl PromptIdentity {
-    fn base(&self) -> Sha256 {
+    fn base(&self) -> Fingerprint {
         let s = Sampling { n_per_request: None, ..self.sampling.clone() };
-        let mut h = Sha256::new();
-        let mut put = |b: &[u8]| {
-            h.update((b.len() as u64).to_le_bytes());
-            h.update(b);
-        };
-        put(b"georag.response/1");
-        put(serde_json::to_string(&self.identity).expect("identity").as_bytes());
-        put(self.template_sha256.as_bytes());
-        put(serde_json::to_string(&self.system).expect("system").as_bytes());
-        put(self.text.as_bytes());
-        put(serde_json::to_string(&self.image_id).expect("image").as_bytes());
-        put(serde_json::to_string(&s).expect("sampling").as_bytes());
-        put(serde_json::to_string(&self.response_format).expect("response_format").as_bytes());
-        put(serde_json::to_string(&self.extra_body).expect("extra body").as_bytes());
-        h
+        let mut f = Fingerprint::new("georag.response/1");
+        f.json(&self.identity)
+            .field(&self.template_sha256)
+            .json(&self.system)
+            .field(&self.text)
+            .json(&self.image_id)
+            .json(&s)
+            .json(&self.response_format)
+            .json(&self.extra_body);
+        f
+    }
+
+    /// The keys of samples `range` of this prompt (the prompt is hashed once).
+    pub fn sample_keys(&self, range: std::ops::Range<usize>) -> Vec<RequestKey> {
+        let base = self.base();
+        range
+            .map(|i| {
+                let mut f = base.clone();
+                f.field((i as u64).to_le_bytes());
+                RequestKey(f.digest128())
+            })
+            .collect()
     }
 
     /// The key of sample `index` of this prompt.
     pub fn sample_key(&self, index: usize) -> RequestKey {
-        let mut h = self.base();
-        h.update((index as u64).to_le_bytes());
-        let d = h.finalize();
-        RequestKey(u128::from_be_bytes(d[..16].try_into().expect("16 bytes")))
+        self.sample_keys(index..index + 1)[0]
     }
 
     /// sha256 of the prompt texts (system + user text), as recorded in the log.
@@ -160,7 +164,7 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     pub fn keys(&self) -> Vec<RequestKey> {
-        (self.first_sample..self.first_sample + self.n).map(|i| self.prompt.sample_key(i)).collect()
+        self.prompt.sample_keys(self.first_sample..self.first_sample + self.n)
     }
     /// `custom_id` in batch files: the first sample's key and the sample count.
     pub fn custom_id(&self) -> String {

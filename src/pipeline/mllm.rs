@@ -103,6 +103,15 @@ pub enum Fallback {
     KnnDensity,
 }
 
+impl Fallback {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fallback::RetrievalTop1 => "retrieval_top1",
+            Fallback::KnnDensity => "knn_density",
+        }
+    }
+}
+
 impl MllmSpec {
     /// Similar / dissimilar neighbours the method needs from retrieval.
     pub fn neighbours_needed(&self) -> (usize, usize) {
@@ -306,7 +315,7 @@ pub fn run(
                             response_format: v.response_format.clone(),
                             extra_body: extra_body.clone(),
                         });
-                        let ks: Vec<RequestKey> = (0..v.spec.samples).map(|i| prompt.sample_key(i)).collect();
+                        let ks: Vec<RequestKey> = prompt.sample_keys(0..v.spec.samples);
                         stats.samples_needed += ks.len();
                         let missing: Vec<usize> = (0..ks.len()).filter(|&i| !store.contains(&ks[i])).collect();
                         stats.samples_in_store += ks.len() - missing.len();
@@ -499,7 +508,7 @@ pub fn run(
                             Fallback::KnnDensity => KnnDensity { k: 16, bandwidth_km: 200.0 }.select(&c),
                         };
                         if let Some(p) = p {
-                            *sum.fallback_used.entry(serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()).or_insert(0) += 1;
+                            *sum.fallback_used.entry(f.name().to_string()).or_insert(0) += 1;
                             fb = Some(p);
                             break;
                         }
@@ -564,7 +573,8 @@ fn geo_verifier(cfg: &Config, encoder: &crate::embed::EncoderSpec, location: Opt
     let (emb, _) = crate::embed::embed_dataset(queries, enc.as_ref(), &cfg.cache_dir, &opts, "queries (geo_verify)")?;
     let dev = crate::embed::hf::device(&params.device).map_err(crate::embed::EncodeError::from)?;
     let loc = crate::embed::geoclip::LocationEncoder::load(location.unwrap_or(weights), &dev).map_err(crate::embed::EncodeError::from)?;
-    Ok(gen_sel::GeoVerify { image_features: Arc::new(emb.vectors.clone()), dim: emb.dim, location: Arc::new(loc) })
+    let dim = emb.dim;
+    Ok(gen_sel::GeoVerify { image_features: Arc::new(emb.vectors), dim, location: Arc::new(loc) })
 }
 
 /// The metadata (JSON) of the database rows that templates with `place_fields` show, keyed by

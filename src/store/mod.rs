@@ -167,6 +167,9 @@ pub struct Store {
     /// The newest error record touching a key without a valid answer.
     errors: HashMap<RequestKey, u64>,
     last_sync: Instant,
+    /// The record read last: a request's samples share one record, so reading them in order
+    /// parses it once.
+    last_read: std::cell::RefCell<Option<(u64, Record)>>,
     pub opened: OpenStats,
 }
 
@@ -245,7 +248,7 @@ impl Store {
         st.samples_indexed = index.len();
         st.bytes = offset;
         st.seconds = t.elapsed().as_secs_f64();
-        Ok(Store { path: path.to_path_buf(), file, read, _lock: None, len: offset, index, errors, last_sync: Instant::now(), opened: st })
+        Ok(Store { path: path.to_path_buf(), file, read, _lock: None, len: offset, index, errors, last_sync: Instant::now(), last_read: Default::default(), opened: st })
     }
 
     pub fn path(&self) -> &Path {
@@ -294,13 +297,17 @@ impl Store {
     /// A key's valid answer, if any.
     pub fn sample(&self, key: &RequestKey) -> Result<Option<Sample>, StoreError> {
         let Some(loc) = self.get(key) else { return Ok(None) };
-        let r = self.read_record(loc.offset)?;
+        let mut last = self.last_read.borrow_mut();
+        if last.as_ref().is_none_or(|(off, _)| *off != loc.offset) {
+            *last = Some((loc.offset, self.read_record(loc.offset)?));
+        }
+        let r = &last.as_ref().expect("just read").1;
         let c = r.choices.get(loc.choice as usize).cloned().ok_or_else(|| StoreError::Corrupt {
             path: self.path.clone(),
             offset: loc.offset,
             message: format!("choice {} of {}", loc.choice, r.choices.len()),
         })?;
-        Ok(Some(Sample { text: c.text, finish_reason: c.finish_reason, response_model: r.response_model, usage: r.usage, record_choices: r.choices.len(), source: r.source }))
+        Ok(Some(Sample { text: c.text, finish_reason: c.finish_reason, response_model: r.response_model.clone(), usage: r.usage, record_choices: r.choices.len(), source: r.source.clone() }))
     }
 
     /// The newest failure recorded for a key that has no valid answer.

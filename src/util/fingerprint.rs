@@ -27,6 +27,10 @@ impl Fingerprint {
         let s = serde_json::to_string(value).expect("fingerprinted values serialise");
         self.field(s)
     }
+    /// The first 128 bits of the digest (response-store keys).
+    pub fn digest128(&self) -> u128 {
+        u128::from_be_bytes(self.0.clone().finalize()[..16].try_into().expect("16 bytes"))
+    }
     /// The 16-hex-digit digest used in file names.
     pub fn finish(&self) -> String {
         hex::encode(&self.0.clone().finalize()[..8])
