@@ -7,7 +7,7 @@ BIN := $(CARGO_TARGET_DIR)/release/georag
 # summary by reason after `cargo test` (whose harness hides a passing test's SKIP line).
 SKIP_LOG := $(CARGO_TARGET_DIR)/skips.log
 
-.PHONY: deps build demo test test-servers check bench-eval bench-generate clean-results
+.PHONY: deps build demo test test-servers check bench-eval bench-generate bench-index clean-results
 
 deps:
 	@scripts/install-deps.sh
@@ -24,10 +24,12 @@ demo: build
 
 ## The whole test suite (unit, integration, real-data tests that skip without ../shared).
 ## scripts/fetch-geoclip.sh fetches the geoclip wheel once (GeoCLIP parity tests; they skip
-## with a printed reason when PyPI is unreachable). Ends with a count of skipped tests by reason;
+## with a printed reason when PyPI is unreachable); scripts/faiss-venv.sh installs faiss-cpu
+## into ~/.cache/georag-faiss once (the Python FAISS interop test, which skips likewise). Ends with a count of skipped tests by reason;
 ## the exit status is cargo test's.
 test: deps
 	@scripts/fetch-geoclip.sh
+	@scripts/faiss-venv.sh > /dev/null
 	@mkdir -p $(CARGO_TARGET_DIR) && : > $(SKIP_LOG)
 	GEORAG_SKIP_LOG=$(SKIP_LOG) cargo test --release --locked; rc=$$?; scripts/skip-summary.sh $(SKIP_LOG); exit $$rc
 
@@ -50,6 +52,10 @@ bench-eval: build
 ## Client throughput against the simulator (200 ms latency, 64 slots; see benches/README.md).
 bench-generate: build
 	benches/generate_throughput.sh
+
+## georag's FAISS build/search vs Python faiss-cpu, same vectors and recipe (benches/README.md).
+bench-index: build
+	benches/index_vs_faiss.sh
 
 clean-results:
 	rm -rf results/demo results/demo-replay results/cache

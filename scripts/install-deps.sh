@@ -6,6 +6,7 @@
 #                                  is 2.1, older than the TurboJPEG 3 API the crate needs)
 #   fonts-dejavu-core            - a TTF for text in PNG plots (SVG plots need no font)
 #   python3, python3-pip         - for the reference scripts (benches/, the geoclip wheel fetch)
+#   python3-venv                 - cache virtualenvs (faiss-cpu for the FAISS interop test, ...)
 # Needs root or sudo only when something is missing.
 set -euo pipefail
 need=()
@@ -16,6 +17,7 @@ command -v nasm >/dev/null 2>&1 || need+=(nasm)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+python3 -c "import ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

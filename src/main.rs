@@ -111,6 +111,29 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         tolerance_pct: f64,
     },
+    /// Build the FAISS index of a config's database from its embedding store (after `georag
+    /// embed`), one shard in memory at a time, and measure its recall against exact search.
+    ///
+    /// On many machines: `--train` once, then `--worker I --workers N` on each (or a SLURM
+    /// array), then `--merge --workers N`. `--tune` sweeps nprobe / efSearch afterwards.
+    Index(IndexArgs),
+    /// Neighbours of every query (the stages up to retrieval): writes retrieval.parquet (query
+    /// id, mode, rank, db id, lat, lon, similarity, text) and retrieval_removed.csv.
+    /// `--import-neighbours FILE.npy` reads released row arrays (G3's) instead of searching.
+    Retrieve {
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Output directory (default: results/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// int64 (n_queries × k) .npy of database row numbers, best first (e.g. I_g3_im2gps3k.npy).
+        #[arg(long, value_name = "FILE.npy")]
+        import_neighbours: Option<PathBuf>,
+        /// The same for dissimilar neighbours (e.g. the `_reverse` arrays).
+        #[arg(long, value_name = "FILE.npy", requires = "import_neighbours")]
+        import_dissimilar: Option<PathBuf>,
+    },
     /// Ingest a benchmark or database into validated Parquet shards (see `georag datasets list`).
     ///
     /// Every input row ends up in a shard or in quarantine.parquet with its reason; the manifest
@@ -150,6 +173,32 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+}
+
+#[derive(clap::Args)]
+struct IndexArgs {
+    /// Experiment config (its `database`, `encoder` and `index` sections).
+    config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Only train (the first step of a sharded build).
+    #[arg(long, conflicts_with_all = ["merge", "worker"])]
+    train: bool,
+    /// This worker's index among `--workers` (default: SLURM_ARRAY_TASK_ID when set).
+    #[arg(long)]
+    worker: Option<usize>,
+    /// Number of workers (default: SLURM_ARRAY_TASK_COUNT when set).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Merge the `--workers` partial indexes into the final one.
+    #[arg(long, requires = "workers")]
+    merge: bool,
+    /// Sweep nprobe (IVF) or efSearch (HNSW): recall@1/10/k and queries/s, table + tune.svg.
+    #[arg(long)]
+    tune: bool,
+    /// With --tune: report the smallest setting whose recall@10 reaches this.
+    #[arg(long, requires = "tune")]
+    recall_target: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -488,6 +537,23 @@ fn real_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Embed(a) => embed_cmd(a),
+        Command::Index(a) => index_cmd(a),
+        Command::Retrieve { config: path, sets, out, import_neighbours, import_dissimilar } => {
+            let mut cfg = config::load(&path, &sets)?;
+            if let Some(s) = import_neighbours {
+                cfg.retrieval.import = Some(georag::retrieval::ImportSpec { similar: s, dissimilar: import_dissimilar });
+            }
+            cfg.validate()?;
+            let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
+            let n = pipeline::retrieve_only(&cfg, &out).with_context(|| format!("retrieving for {}", path.display()))?;
+            let lists: usize = n.iter().map(|q| q.similar.len() + q.dissimilar.len()).sum();
+            let none = n.iter().filter(|q| q.status != georag::record::Status::Ok).count();
+            println!("{} queries, {lists} neighbours ({none} queries without any) -> {}", n.len(), out.join("retrieval.parquet").display());
+            for (k, (r, q)) in georag::retrieval::removal_totals(&n) {
+                println!("excluded {k}: {r} neighbours in {q} queries");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::EncodeGps { encoder, coords, out, device } => encode_gps_cmd(&encoder, &coords, &out, &device),
         Command::Report(a) => {
             let o = eval::run_report(&a).context("georag report")?;
@@ -578,6 +644,71 @@ fn prepare(a: PrepareArgs) -> Result<ExitCode> {
             s.queries_affected,
             s.pairs
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn index_cmd(a: IndexArgs) -> Result<ExitCode> {
+    use pipeline::index_stage::{IndexAction, IndexOutcome};
+    let cfg = config::load(&a.config, &a.sets)?;
+    cfg.validate()?;
+    let cpath = a.config.display().to_string();
+    let action = if a.train {
+        IndexAction::Train
+    } else if a.merge {
+        IndexAction::Merge { n: a.workers.unwrap_or(1) }
+    } else if a.worker.is_some() || a.workers.is_some() || std::env::var_os("SLURM_ARRAY_TASK_ID").is_some() {
+        let w = Worker::resolve(a.worker, a.workers, |k| std::env::var(k).ok())?;
+        IndexAction::Worker { i: w.index, n: w.count }
+    } else {
+        IndexAction::Build
+    };
+    let out = pipeline::index_stage::index_stage(&cfg, &action, &cpath).with_context(|| format!("georag index {cpath}"))?;
+    let rss = |b: Option<u64>| b.map_or("unknown".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
+    match out {
+        IndexOutcome::Trained(t, dir) => {
+            println!(
+                "trained `{}` on {} of {} vectors in {:.1} s; {} recall queries drawn -> {}",
+                t.factory,
+                t.train_rows,
+                t.n_ok(),
+                t.seconds,
+                t.recall_positions.len(),
+                dir.display()
+            );
+            println!("next: `georag index {cpath} --worker I --workers N` for each I, then `--merge --workers N`");
+        }
+        IndexOutcome::Part(p) => println!(
+            "part {}/{}: shards {}..{} ({} vectors) in {:.1} s; peak memory {}",
+            p.worker + 1,
+            p.workers,
+            p.shards.0,
+            p.shards.1,
+            p.vectors,
+            p.seconds,
+            rss(georag::index::build::peak_rss())
+        ),
+        IndexOutcome::Built(mut b) => {
+            println!("{}", b.meta.describe(&cfg.index.search_params()));
+            println!(
+                "{} {} -> {}; peak memory of this process {} (index {:.1} MB)",
+                if b.reused { "reused" } else { "built" },
+                b.fingerprint,
+                b.dir.display(),
+                rss(georag::index::build::peak_rss()),
+                b.meta.bytes as f64 / 1e6
+            );
+            if a.tune {
+                let t = pipeline::index_stage::tune_index(&cfg, &mut b, a.recall_target)?;
+                print!("{}", georag::index::tune::table(&t, cfg.index.recall.k));
+                for f in georag::index::tune::files(&b.dir) {
+                    println!("wrote {}", f.display());
+                }
+                if a.recall_target.is_some() && t.picked.is_none() {
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

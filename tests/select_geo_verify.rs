@@ -48,7 +48,7 @@ fn geo_verify_prefers_the_candidate_nearest_the_truth() {
     for (q, &t) in truths.iter().enumerate() {
         // The near candidate is placed third, so `first` would miss it.
         let cands = [moved(t, 3000.0, 40.0), moved(t, 800.0, 200.0), moved(t, 10.0, 90.0), truths[(q + 1) % truths.len()]];
-        let nb = QueryNeighbours { query_id: format!("q{q}"), truth: t, status: Status::Ok, similar: vec![], dissimilar: vec![] };
+        let nb = QueryNeighbours { query_id: format!("q{q}"), truth: t, status: Status::Ok, similar: vec![], dissimilar: vec![], removed: Default::default() };
         let got = gv.select(&Candidates { neighbours: &nb, generated: &cands, query: q }).unwrap();
         assert!(haversine_km(got, t, EARTH_RADIUS_KM) < 20.0, "query {q}: chose {got:?}, truth {t:?}");
         let s = gv.scores(q, &[moved(t, 5.0, 0.0), moved(t, 500.0, 0.0), moved(t, 5000.0, 0.0)]).unwrap();
@@ -57,6 +57,6 @@ fn geo_verify_prefers_the_candidate_nearest_the_truth() {
         assert!(s[0] > s[1] && s[0] > s[2], "query {q}: the 5 km point should score highest: {s:?}");
     }
     // No candidates: no answer (the method's fallback decides).
-    let nb = QueryNeighbours { query_id: "q".into(), truth: truths[0], status: Status::Ok, similar: vec![], dissimilar: vec![] };
+    let nb = QueryNeighbours { query_id: "q".into(), truth: truths[0], status: Status::Ok, similar: vec![], dissimilar: vec![], removed: Default::default() };
     assert!(gv.select(&Candidates { neighbours: &nb, generated: &[], query: 0 }).is_none());
 }

@@ -9,6 +9,7 @@
 //! - `predictions.parquet` is reused only when `run.json` records the same predictions
 //!   fingerprint (data, encoder, index, retrieval and method settings).
 
+pub mod index_stage;
 pub mod mllm;
 
 use crate::config::Config;
@@ -145,6 +146,11 @@ pub fn embed_only(cfg: &Config, worker: embed::Worker) -> Result<Vec<EmbedReport
 struct Front {
     db: ingest::Dataset,
     queries: ingest::Dataset,
+    /// Embeddings and index; `None` when the neighbour lists are imported.
+    search: Option<Search>,
+}
+
+struct Search {
     encoder: Box<dyn embed::Encoder>,
     q_emb: embed::Embeddings,
     db_emb: embed::Embeddings,
@@ -163,6 +169,9 @@ fn front(cfg: &Config, st: &mut Stages) -> Result<Front, PipelineError> {
         let fp = d.manifest.fingerprint.clone();
         Ok::<_, PipelineError>((d, reused, Some(fp)))
     })?;
+    if cfg.retrieval.import.is_some() {
+        return Ok(Front { db, queries, search: None });
+    }
     let encoder = embed::build(&cfg.encoder)?;
     let opts = EmbedOptions { batch_size: cfg.encoder.batch_size(), ..EmbedOptions::default() };
     let db_emb = st.time("embed database", || {
@@ -178,7 +187,29 @@ fn front(cfg: &Config, st: &mut Stages) -> Result<Front, PipelineError> {
         let (reused, fp) = (b.reused, b.fingerprint.clone());
         Ok::<_, PipelineError>((b, reused, Some(fp)))
     })?;
-    Ok(Front { db, queries, encoder, q_emb, db_emb, built })
+    Ok(Front { db, queries, search: Some(Search { encoder, q_emb, db_emb, built }) })
+}
+
+/// Neighbours of every query: searched in the index, or imported from released arrays.
+fn neighbours_of(f: &mut Front, rspec: &retrieval::RetrievalSpec, cfg: &Config) -> Result<Vec<QueryNeighbours>, PipelineError> {
+    match (&mut f.search, &rspec.import) {
+        (_, Some(imp)) => Ok(retrieval::import::import(rspec, imp, &f.queries, &f.db)?),
+        (Some(s), None) => Ok(retrieval::retrieve_with(rspec, &mut s.built.index, &s.built.rows, &s.q_emb, Some(&s.db_emb), cfg.index.search_batch)?),
+        (None, None) => unreachable!("front() searches unless importing"),
+    }
+}
+
+/// `georag retrieve CONFIG`: the stages up to retrieval; writes `retrieval.parquet` (and
+/// `retrieval_removed.csv`) into `out`. Returns the neighbour lists.
+pub fn retrieve_only(cfg: &Config, out: &Path) -> Result<Vec<QueryNeighbours>, PipelineError> {
+    std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
+    let mut st = Stages(Vec::new());
+    let mut f = front(cfg, &mut st)?;
+    let rspec = retrieval_for(cfg, &baseline_selectors(cfg));
+    let n = neighbours_of(&mut f, &rspec, cfg)?;
+    write_retrieval(&out.join("retrieval.parquet"), &n, &f.db, &rspec)?;
+    write_removed(&out.join("retrieval_removed.csv"), &n)?;
+    Ok(n)
 }
 
 /// The retrieval settings that serve every method: enough similar and dissimilar neighbours.
@@ -201,7 +232,7 @@ pub fn generate(cfg: &Config, out: &Path, mode: &mllm::Mode) -> Result<mllm::Gen
     let mut f = front(cfg, &mut st)?;
     let baselines = baseline_selectors(cfg);
     let rspec = retrieval_for(cfg, &baselines);
-    let neighbours = retrieval::retrieve(&rspec, &mut f.built.index, &f.built.rows, &f.q_emb, cfg.index.search_batch)?;
+    let neighbours = neighbours_of(&mut f, &rspec, cfg)?;
     let specs: Vec<&mllm::MllmSpec> = cfg.mllm_methods().collect();
     let o = mllm::run(cfg, &specs, &neighbours, &f.queries, &f.db, mode)?;
     if o.complete {
@@ -231,7 +262,13 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
     std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
     atomic::write_bytes(&out.join("config.resolved.yaml"), cfg.to_yaml().as_bytes())?;
     let mut st = Stages(Vec::new());
-    let Front { db, queries, encoder, q_emb, db_emb, mut built } = front(cfg, &mut st)?;
+    let mut front = front(cfg, &mut st)?;
+    let index_fp = match (&front.search, &cfg.retrieval.import) {
+        (Some(s), _) => s.built.fingerprint.clone(),
+        (None, Some(imp)) => retrieval::import::fingerprint(imp)?,
+        (None, None) => unreachable!("front() searches unless importing"),
+    };
+    let q_store = front.search.as_ref().map(|s| s.q_emb.dir.to_string_lossy().into_owned()).unwrap_or_default();
 
     let baselines = baseline_selectors(cfg);
     let specs: Vec<&mllm::MllmSpec> = cfg.mllm_methods().collect();
@@ -240,9 +277,9 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
         None => None,
     };
     let pred_fp = Fingerprint::new("predictions/1")
-        .field(&built.fingerprint)
+        .field(&index_fp)
         .json(&exclude_sha)
-        .field(&q_emb.dir.to_string_lossy().into_owned())
+        .field(&q_store)
         .json(&cfg.index.nprobe)
         .json(&cfg.retrieval)
         .json(&cfg.methods)
@@ -255,28 +292,31 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
     let reuse = specs.is_empty() && previous.as_ref().is_some_and(|p| p.predictions_fingerprint == pred_fp) && pred_path.exists();
 
     let mut mllm_out: Option<mllm::MllmOutput> = None;
+    let mut removal_note: Option<String> = None;
     let results: Vec<MethodResult> = if reuse {
         st.time("predictions", || Ok::<_, PipelineError>((read_predictions(&pred_path)?, true, Some(pred_fp.clone()))))?
     } else {
         let rspec = retrieval_for(cfg, &baselines);
         let neighbours = st.time("retrieve", || {
-            let n = retrieval::retrieve(&rspec, &mut built.index, &built.rows, &q_emb, cfg.index.search_batch)?;
+            let n = neighbours_of(&mut front, &rspec, cfg)?;
             Ok::<_, PipelineError>((n, false, None))
         })?;
-        write_retrieval(&out.join("retrieval.parquet"), &neighbours)?;
+        write_retrieval(&out.join("retrieval.parquet"), &neighbours, &front.db, &rspec)?;
+        write_removed(&out.join("retrieval_removed.csv"), &neighbours)?;
+        removal_note = Some(removal_line(&neighbours));
         let mut by_name: BTreeMap<String, MethodResult> = st.time("methods", || {
             let r: BTreeMap<String, MethodResult> = baselines
                 .iter()
                 .map(|(name, sel)| {
                     let records = neighbours.iter().enumerate().map(|(q, n)| predict(n, q, sel.as_ref())).collect();
-                    (name.clone(), MethodResult { method: name.clone(), dataset: queries.manifest.name.clone(), records })
+                    (name.clone(), MethodResult { method: name.clone(), dataset: front.queries.manifest.name.clone(), records })
                 })
                 .collect();
             Ok::<_, PipelineError>((r, false, Some(pred_fp.clone())))
         })?;
         if !specs.is_empty() {
             let o = st.time("mllm", || {
-                let o = mllm::run(cfg, &specs, &neighbours, &queries, &db, mode)?;
+                let o = mllm::run(cfg, &specs, &neighbours, &front.queries, &front.db, mode)?;
                 let reused = o.stats.requests_sent == 0;
                 Ok::<_, PipelineError>((o, reused, None))
             })?;
@@ -299,10 +339,13 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
         Ok::<_, PipelineError>((m, false, None))
     })?;
 
+    let Front { db, queries, search } = front;
     let mut failures = BTreeMap::new();
-    for (stage, emb) in [("database", &db_emb), ("queries", &q_emb)] {
-        for s in emb.status.iter().filter(|s| **s != Status::Ok) {
-            *failures.entry(format!("{stage}/{s}")).or_insert(0) += 1;
+    if let Some(s) = &search {
+        for (stage, emb) in [("database", &s.db_emb), ("queries", &s.q_emb)] {
+            for s in emb.status.iter().filter(|s| **s != Status::Ok) {
+                *failures.entry(format!("{stage}/{s}")).or_insert(0) += 1;
+            }
         }
     }
     for r in &results {
@@ -320,11 +363,11 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
         name: cfg.name.clone(),
         database_fingerprint: db.manifest.fingerprint.clone(),
         queries_fingerprint: queries.manifest.fingerprint.clone(),
-        encoder_fingerprint: encoder.fingerprint().to_string(),
-        index_fingerprint: built.fingerprint.clone(),
+        encoder_fingerprint: search.as_ref().map_or_else(|| "none (imported neighbours)".to_string(), |s| s.encoder.fingerprint().to_string()),
+        index_fingerprint: index_fp.clone(),
         predictions_fingerprint: pred_fp,
         n_database: db.len(),
-        n_database_indexed: built.rows.ids.len(),
+        n_database_indexed: search.as_ref().map_or(0, |s| s.built.rows.ids.len()),
         n_queries: queries.len(),
         failures,
         stages: Vec::new(),
@@ -338,7 +381,18 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
             "Database: {} photos ({} indexed), fingerprint {}; queries: {} photos, fingerprint {}.",
             run.n_database, run.n_database_indexed, run.database_fingerprint, run.n_queries, run.queries_fingerprint
         ),
-        format!("Encoder {} ({}-d), fingerprint {}; index `{}` (nprobe {}), fingerprint {}.", encoder.name(), encoder.dim(), run.encoder_fingerprint, cfg.index.factory, cfg.index.nprobe, run.index_fingerprint),
+        match &search {
+            Some(s) => format!(
+                "Encoder {} ({}-d), fingerprint {}; index fingerprint {}. {}",
+                s.encoder.name(),
+                s.encoder.dim(),
+                run.encoder_fingerprint,
+                run.index_fingerprint,
+                s.built.meta.describe(&cfg.index.search_params())
+            ),
+            None => format!("Neighbours imported from released arrays ({}), fingerprint {}; no embedding or index.", import_desc(&cfg.retrieval), run.index_fingerprint),
+        },
+        removal_note.unwrap_or_else(|| "Leakage control: predictions reused from the previous run (see its retrieval_removed.csv).".into()),
         if run.failures.is_empty() {
             "Failed samples: none.".to_string()
         } else {
@@ -433,21 +487,63 @@ pub fn read_predictions(path: &Path) -> Result<Vec<MethodResult>, PipelineError>
     Ok(out)
 }
 
-fn write_retrieval(path: &Path, neighbours: &[QueryNeighbours]) -> Result<(), ParquetError> {
+fn import_desc(r: &retrieval::RetrievalSpec) -> String {
+    match &r.import {
+        Some(i) => format!(
+            "similar: {}{}",
+            i.similar.display(),
+            i.dissimilar.as_ref().map(|d| format!(", dissimilar: {}", d.display())).unwrap_or_default()
+        ),
+        None => String::new(),
+    }
+}
+
+/// The leakage line of the run notes: what exclusions removed, by reason.
+fn removal_line(n: &[QueryNeighbours]) -> String {
+    let t = retrieval::removal_totals(n);
+    if t.is_empty() {
+        return "Leakage control: no retrieved neighbour was excluded (same id, leakage report).".into();
+    }
+    format!(
+        "Leakage control: excluded {} (neighbours removed from the lists, then refilled from deeper hits; per query in retrieval_removed.csv).",
+        t.iter().map(|(k, (n, q))| format!("{k}: {n} in {q} queries")).collect::<Vec<_>>().join(", ")
+    )
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn write_removed(path: &Path, n: &[QueryNeighbours]) -> Result<(), PipelineError> {
+    let mut s = String::from("query_id,reason,removed\n");
+    for q in n {
+        for (k, v) in &q.removed {
+            s.push_str(&format!("{},{k},{v}\n", csv_field(&q.query_id)));
+        }
+    }
+    Ok(atomic::write_bytes(path, s.as_bytes())?)
+}
+
+fn write_retrieval(path: &Path, neighbours: &[QueryNeighbours], db: &ingest::Dataset, rspec: &retrieval::RetrievalSpec) -> Result<(), PipelineError> {
+    let wanted: std::collections::HashSet<&str> = neighbours.iter().flat_map(|q| q.similar.iter().chain(&q.dissimilar)).map(|n| n.id.as_str()).collect();
+    let text = retrieval::read_text(db, &wanted, &rspec.text_fields)?;
     let schema = Arc::new(Schema::new(vec![
         Field::new("query_id", DataType::Utf8, false),
-        Field::new("kind", DataType::Utf8, false),
+        Field::new("mode", DataType::Utf8, false),
         Field::new("rank", DataType::UInt32, false),
         Field::new("db_id", DataType::Utf8, false),
         Field::new("lat", DataType::Float64, false),
         Field::new("lon", DataType::Float64, false),
-        Field::new("score", DataType::Float32, false),
+        Field::new("similarity", DataType::Float32, false),
+        Field::new("text", DataType::Utf8, true),
     ]));
+    let dmode = if rspec.import.is_some() { "dissimilar_imported" } else { rspec.dissimilar.name() };
+    let smode = if rspec.import.is_some() { "similar_imported" } else { "similar" };
     let rows: Vec<(&str, &str, u32, &crate::retrieval::Neighbour)> = neighbours
         .iter()
         .flat_map(|q| {
-            let s = q.similar.iter().enumerate().map(move |(i, n)| (q.query_id.as_str(), "similar", i as u32, n));
-            let d = q.dissimilar.iter().enumerate().map(move |(i, n)| (q.query_id.as_str(), "dissimilar", i as u32, n));
+            let s = q.similar.iter().enumerate().map(move |(i, n)| (q.query_id.as_str(), smode, i as u32, n));
+            let d = q.dissimilar.iter().enumerate().map(move |(i, n)| (q.query_id.as_str(), dmode, i as u32, n));
             s.chain(d)
         })
         .collect();
@@ -459,7 +555,8 @@ fn write_retrieval(path: &Path, neighbours: &[QueryNeighbours]) -> Result<(), Pa
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3.coord.lat))),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3.coord.lon))),
         Arc::new(Float32Array::from_iter_values(rows.iter().map(|r| r.3.score))),
+        Arc::new(StringArray::from_iter(rows.iter().map(|r| text.get(&r.3.id).map(String::as_str)))),
     ];
     let batch = RecordBatch::try_new(schema.clone(), cols).expect("retrieval columns");
-    pq::write(path, schema, &[batch], &[])
+    Ok(pq::write(path, schema, &[batch], &[])?)
 }

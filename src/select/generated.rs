@@ -186,6 +186,7 @@ mod tests {
             status: Status::Ok,
             similar: vec![Neighbour { id: "n0".into(), coord: ll(10.0, 10.0), score: 0.9 }],
             dissimilar: vec![],
+            removed: Default::default(),
         }
     }
 

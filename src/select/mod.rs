@@ -150,6 +150,7 @@ mod tests {
                 .map(|(i, &(lat, lon))| Neighbour { id: format!("n{i}"), coord: LatLon { lat, lon }, score: 1.0 - i as f32 * 0.01 })
                 .collect(),
             dissimilar: vec![],
+            removed: Default::default(),
         }
     }
 

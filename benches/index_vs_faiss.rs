@@ -1,0 +1,89 @@
+//! georag's index build and search against Python `faiss` on the same vectors, the same recipe
+//! and the same machine (run by `benches/index_vs_faiss.sh`, which then runs the Python side).
+//!
+//! Generates N seeded clustered unit vectors (D-d, C clusters) and 1000 queries from the same
+//! clusters, writes them to `$OUT/x.f32` / `$OUT/q.f32` for the Python side, builds the recipe
+//! through `georag::index::build_or_load` (train on `train` vectors, add all, recall measured),
+//! and times one batch search of the queries at each nprobe, printing one JSON object.
+//! Environment: BENCH_N, BENCH_D, BENCH_C, BENCH_FACTORY, BENCH_TRAIN, BENCH_NPROBES, OUT.
+
+use georag::embed::Embeddings;
+use georag::index::{self, IndexSpec, RecallSpec, VectorIndex};
+use georag::record::Status;
+use georag::util::rng::Rng;
+use std::time::Instant;
+
+fn env(k: &str, d: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| d.to_string())
+}
+
+fn main() {
+    let n: usize = env("BENCH_N", "1000000").parse().unwrap();
+    let d: usize = env("BENCH_D", "768").parse().unwrap();
+    let c: usize = env("BENCH_C", "2000").parse().unwrap();
+    let factory = env("BENCH_FACTORY", "IVF1024,PQ64x4fs");
+    let train: usize = env("BENCH_TRAIN", "100000").parse().unwrap();
+    let nprobes: Vec<usize> = env("BENCH_NPROBES", "1,2,4,8,16,32,64").split(',').map(|s| s.parse().unwrap()).collect();
+    let out = std::path::PathBuf::from(env("OUT", "/tmp/georag-index-bench"));
+    std::fs::create_dir_all(&out).unwrap();
+    let nq = 1000;
+    let t = Instant::now();
+    let mut r = Rng::new(42);
+    let centres: Vec<f32> = (0..c * d).map(|_| r.normal() as f32).collect();
+    let mut gen = |m: usize| {
+        let mut v = Vec::with_capacity(m * d);
+        let mut row = vec![0f32; d];
+        for _ in 0..m {
+            let k = r.below(c);
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = centres[k * d + j] + 0.6 * r.normal() as f32;
+            }
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.extend(row.iter().map(|x| x / norm));
+        }
+        v
+    };
+    let x = gen(n);
+    let q = gen(nq);
+    let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(out.join("x.f32"), bytes(&x)).unwrap();
+    std::fs::write(out.join("q.f32"), bytes(&q)).unwrap();
+    let gen_s = t.elapsed().as_secs_f64();
+    // Exact top-10 of the queries (FAISS Flat, BLAS), for recall of both sides.
+    let mut flat = index::FaissIndex::build("Flat", d, &x).unwrap();
+    let truth: Vec<Vec<usize>> = flat.search(&q, 10).unwrap().iter().map(|h| h.iter().map(|x| x.row).collect()).collect();
+    drop(flat);
+    std::fs::write(out.join("truth.json"), serde_json::to_string(&truth).unwrap()).unwrap();
+    let emb = Embeddings {
+        dim: d,
+        ids: (0..n).map(|i| i.to_string()).collect(),
+        lat: vec![0.0; n],
+        lon: vec![0.0; n],
+        status: vec![Status::Ok; n],
+        errors: vec![None; n],
+        vectors: x,
+        dir: out.join(format!("store-{n}-{d}-{c}")),
+    };
+    let cache = out.join("cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let spec = IndexSpec { factory: factory.clone(), nprobe: nprobes[0], train_sample: train, seed: 0, recall: RecallSpec { queries: 0, k: 10, seed: 0 }, ..IndexSpec::default() };
+    let t = Instant::now();
+    let mut built = index::build_or_load(&spec, &emb, &cache).unwrap();
+    let build_s = t.elapsed().as_secs_f64();
+    let mut points = vec![];
+    for &np in &nprobes {
+        built.index.set_nprobe(np).unwrap();
+        let _ = built.index.search(&q[..d * 10], 10).unwrap(); // warm
+        let t = Instant::now();
+        let h = built.index.search(&q, 10).unwrap();
+        let s = t.elapsed().as_secs_f64();
+        let rec: f64 = h.iter().zip(&truth).map(|(a, b)| a.iter().filter(|x| b.contains(&x.row)).count() as f64 / 10.0).sum::<f64>() / nq as f64;
+        points.push(serde_json::json!({"nprobe": np, "recall_at_10": rec, "qps": nq as f64 / s}));
+    }
+    let j = serde_json::json!({
+        "side": "georag", "n": n, "d": d, "factory": factory, "train": train, "gen_s": gen_s,
+        "build_s": build_s, "bytes": built.meta.bytes, "bytes_per_vector": built.meta.bytes_per_vector,
+        "points": points, "threads": std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1),
+    });
+    println!("{j}");
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# georag's FAISS index (build time, bytes per vector, queries/s at recall@10 >= 0.95) against the
+# same recipe through Python faiss-cpu, same vectors, same machine, same run.
+# Usage: benches/index_vs_faiss.sh   (BENCH_N=1000000 BENCH_D=768 BENCH_FACTORY=... to change)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/georag-target}"
+export OUT="${OUT:-$(mktemp -d /tmp/georag-index-bench.XXXX)}"
+PY=$(scripts/faiss-venv.sh)
+[ -n "$PY" ] || { echo "index_vs_faiss: no faiss-cpu (PyPI unreachable)" >&2; exit 1; }
+cargo bench --locked --bench index_vs_faiss --no-run >/dev/null 2>&1
+BIN=$(ls -t "$CARGO_TARGET_DIR"/release/deps/index_vs_faiss-* | grep -v '\.d$' | head -1)
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+G=$(GEORAG_QUIET=1 "$BIN")
+P=$("$PY" benches/index_vs_faiss.py)
+"$PY" - "$G" "$P" <<'PYEOF'
+import json, sys
+g, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"{g['n']} x {g['d']} clustered unit vectors, recipe {g['factory']}, train {g['train']}, {g['threads']} threads (FAISS {p['faiss']} both sides)")
+print(f"build (train+add): georag {g['build_s']:.1f} s, python faiss {p['build_s']:.1f} s, ratio {p['build_s']/g['build_s']:.2f}x")
+print(f"bytes/vector: georag {g['bytes_per_vector']:.1f}, python {p['bytes_per_vector']:.1f}")
+print(f"{'nprobe':>7} {'georag r@10':>11} {'georag q/s':>10} {'py r@10':>8} {'py q/s':>9} {'q/s ratio':>9}")
+for a, b in zip(g["points"], p["points"]):
+    print(f"{a['nprobe']:>7} {a['recall_at_10']:>11.3f} {a['qps']:>10.0f} {b['recall_at_10']:>8.3f} {b['qps']:>9.0f} {a['qps']/b['qps']:>9.2f}")
+for side, d in (("georag", g), ("python", p)):
+    hit = [x for x in d["points"] if x["recall_at_10"] >= 0.95]
+    print(f"{side}: first nprobe with recall@10 >= 0.95: " + (f"{hit[0]['nprobe']} at {hit[0]['qps']:.0f} q/s" if hit else "none"))
+for name, n in (("MP-16 (4.72 M)", 4.72e6), ("OSV-5M (5.1 M)", 5.1e6)):
+    print(f"projected {name}: {n * g['bytes_per_vector'] / 1e9:.2f} GB at {g['bytes_per_vector']:.1f} bytes/vector (this recipe, {g['d']}-d)")
+PYEOF
