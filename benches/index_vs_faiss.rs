@@ -30,7 +30,7 @@ fn main() {
     let t = Instant::now();
     let mut r = Rng::new(42);
     let centres: Vec<f32> = (0..c * d).map(|_| r.normal() as f32).collect();
-    let mut gen = |m: usize| {
+    let mut draw = |m: usize| {
         let mut v = Vec::with_capacity(m * d);
         let mut row = vec![0f32; d];
         for _ in 0..m {
@@ -43,8 +43,8 @@ fn main() {
         }
         v
     };
-    let x = gen(n);
-    let q = gen(nq);
+    let x = draw(n);
+    let q = draw(nq);
     let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(out.join("x.f32"), bytes(&x)).unwrap();
     std::fs::write(out.join("q.f32"), bytes(&q)).unwrap();

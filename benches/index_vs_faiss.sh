@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/georag-target}"
 export OUT="${OUT:-$(mktemp -d /tmp/georag-index-bench.XXXX)}"
 PY=$(scripts/faiss-venv.sh)
 [ -n "$PY" ] || { echo "index_vs_faiss: no faiss-cpu (PyPI unreachable)" >&2; exit 1; }
-cargo bench --locked --bench index_vs_faiss --no-run >/dev/null 2>&1
+cargo bench --locked --bench index_vs_faiss --no-run 2>&1 | grep -E "^(error|warning)" -A5 >&2 || true
 BIN=$(ls -t "$CARGO_TARGET_DIR"/release/deps/index_vs_faiss-* | grep -v '\.d$' | head -1)
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 G=$(GEORAG_QUIET=1 "$BIN")
