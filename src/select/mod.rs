@@ -40,6 +40,10 @@ pub trait Selector: Send + Sync {
     /// Largest number of similar neighbours this selector looks at.
     fn neighbours_needed(&self) -> usize;
     fn select(&self, c: &Candidates) -> Option<LatLon>;
+    /// A description that says more than the method's spec (e.g. a trained model's fingerprint).
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A method in the config (`methods: [{kind: nearest}, {kind: knn_density, k: 16}]`).
