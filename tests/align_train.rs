@@ -145,3 +145,44 @@ fn data_order_and_split_are_seeded() {
     all.sort_unstable();
     assert_eq!(all, t1, "every training row once per epoch");
 }
+
+/// `kind: aligned` (G3's retrieval vector): base ⊕ image->GPS head (no text heads here), unit
+/// rows, the base part unchanged up to the 1/sqrt(2) of the concatenation, the head part equal
+/// to the model's normalised image->GPS output; a base of the wrong width is refused.
+#[test]
+fn aligned_encoder_concatenates_normalised_parts() {
+    use georag::embed::{Encoder, aligned::AlignedEncoder, im2gps::Im2gpsEncoder};
+    let base = Im2gpsEncoder::new(Default::default()).unwrap();
+    let bd = base.dim();
+    let data = world(300, bd, 4);
+    let out = common::tmp("align-encoder");
+    let s = spec("g3", 1, "");
+    train::train(&s, &data, &TrainOptions { out: out.clone(), ..Default::default() }).unwrap();
+    let enc = AlignedEncoder::new(Box::new(Im2gpsEncoder::new(Default::default()).unwrap()), &out).unwrap();
+    assert_eq!(enc.dim(), bd + 32);
+    let rows = &data.image[..3 * bd];
+    let v = enc.extend(rows).unwrap();
+    assert_eq!(v.len(), 3 * (bd + 32));
+    let (m, _) = train::load_model(&out, &candle_core::Device::Cpu).unwrap();
+    let heads = train::image_vectors(&m, rows, 8).unwrap();
+    let k = 2f32.sqrt();
+    for i in 0..3 {
+        let r = &v[i * (bd + 32)..(i + 1) * (bd + 32)];
+        let norm = r.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "row {i} norm {norm}");
+        for (a, b) in r[..bd].iter().zip(&rows[i * bd..(i + 1) * bd]) {
+            assert!((a * k - b).abs() < 1e-6);
+        }
+        for (a, b) in r[bd..].iter().zip(&heads[i * 32..(i + 1) * 32]) {
+            assert!((a * k - b).abs() < 1e-6);
+        }
+    }
+    assert_ne!(enc.fingerprint(), base.fingerprint());
+    // A model trained on 24-d embeddings cannot extend the 1024-d descriptor.
+    let small = common::tmp("align-encoder-small");
+    train::train(&s, &world(300, 24, 4), &TrainOptions { out: small.clone(), ..Default::default() }).unwrap();
+    let e = AlignedEncoder::new(Box::new(Im2gpsEncoder::new(Default::default()).unwrap()), &small).err().expect("must refuse").to_string();
+    assert!(e.contains("24-d") && e.contains(&format!("{bd}-d")), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&small).unwrap();
+}

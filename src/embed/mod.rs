@@ -14,6 +14,7 @@
 //!   model, through a bounded channel.
 
 pub mod act;
+pub mod aligned;
 pub mod clip;
 pub mod geoclip;
 pub mod hf;
@@ -119,6 +120,12 @@ pub enum EncoderSpec {
         /// package's `weights/` folder, or an unpacked wheel).
         weights: PathBuf,
     },
+    /// G3's retrieval embedding: `base`'s vector ⊕ the image->text and image->GPS heads of a
+    /// trained alignment model (`georag align train` output directory), each L2-normalised.
+    Aligned {
+        base: Box<EncoderSpec>,
+        model: PathBuf,
+    },
 }
 
 fn default_device() -> String {
@@ -157,6 +164,7 @@ impl EncoderSpec {
         match self {
             EncoderSpec::Im2gps { .. } => EmbedOptions::default().batch_size,
             EncoderSpec::Clip { params } | EncoderSpec::Siglip { params } | EncoderSpec::Geoclip { params, .. } => params.batch_size.max(1),
+            EncoderSpec::Aligned { base, .. } => base.batch_size(),
         }
     }
 
@@ -201,6 +209,7 @@ pub fn build(spec: &EncoderSpec) -> Result<Box<dyn Encoder>, EncodeError> {
         EncoderSpec::Clip { params } => Ok(Box::new(clip::ClipEncoder::load(params)?)),
         EncoderSpec::Siglip { params } => Ok(Box::new(siglip::SiglipEncoder::load(params)?)),
         EncoderSpec::Geoclip { params, weights } => Ok(Box::new(geoclip::GeoclipImageEncoder::load(params, weights)?)),
+        EncoderSpec::Aligned { base, model } => Ok(Box::new(aligned::AlignedEncoder::new(build(base)?, model)?)),
     }
 }
 
