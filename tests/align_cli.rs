@@ -2,7 +2,7 @@
 //! descriptor as the frozen image encoder): an interrupted run (`--max-steps`) resumes to the end
 //! and its held-out image->GPS accuracy rises; then `georag run` uses the trained heads in
 //! `geo_verify` (`aligned:`) against the in-process TEST DOUBLE server, and run.json names the
-//! model's fingerprint.
+//! model's fingerprint; the `gallery` method predicts every query from a coordinate grid.
 
 mod common;
 
@@ -13,6 +13,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn config(dir: &Path, url: &str, model: &Path) -> PathBuf {
+    // A 10-degree grid as the GPS gallery of the `gallery` method.
+    let gallery = dir.join("grid.csv");
+    let mut csv = String::from("LAT,LON\n");
+    for i in 0..18 {
+        for j in 0..36 {
+            csv.push_str(&format!("{},{}\n", -85 + 10 * i, -175 + 10 * j));
+        }
+    }
+    std::fs::write(&gallery, csv).unwrap();
     let cfg = format!(
         r#"
 name: align-it
@@ -28,6 +37,7 @@ align:
   train: {{lr: 0.002, batch_size: 128, epochs: 6, holdout: 200, seed: 1}}
 methods:
   - kind: nearest
+  - {{kind: gallery, name: gallery, model: {model}, gallery: {gallery}}}
   - kind: mllm
     name: rag-verified
     variants:
@@ -44,7 +54,8 @@ generator:
   timeout_s: 5
 "#,
         cache = dir.join("cache").display(),
-        model = model.display()
+        model = model.display(),
+        gallery = gallery.display()
     );
     let path = dir.join("align.yaml");
     std::fs::write(&path, cfg).unwrap();
@@ -90,5 +101,13 @@ fn align_train_resumes_and_geo_verify_uses_the_trained_heads() {
     let rr: RunRecord = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     let sel = &rr.mllm_methods[0].selector;
     assert!(sel.contains(&card.model_fingerprint), "{sel}");
+    // The gallery method: every query predicted, at one of the 648 grid points.
+    let metrics = georag::metrics::MetricsFile::read(&out.join("metrics.json")).unwrap();
+    let g = metrics.rows.iter().find(|r| r.method == "gallery").expect("gallery row");
+    assert_eq!((g.n_expected, g.n_scored), (24, 24));
+    eprintln!("gallery (10-degree grid, 648 points): accuracy at 2500 km {:.1}% of 24 queries", g.acc(2500.0).unwrap());
+    assert!(rr.stages.iter().any(|s| s.stage == "gallery"));
+    let cached: Vec<_> = std::fs::read_dir(dir.join("cache/gallery")).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one cached gallery embedding file");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -317,7 +317,7 @@ impl LocationTower {
             layers.push(p.linear(&format!("{name}.capsule.5"), spec.hidden, spec.hidden, rng).map_err(c)?);
             let mut tl = vec![];
             if let Some(ts) = transformer {
-                if ts.heads == 0 || spec.hidden % ts.heads != 0 {
+                if ts.heads == 0 || !spec.hidden.is_multiple_of(ts.heads) {
                     return Err(format!("transformer.heads {} must divide location.hidden {}", ts.heads, spec.hidden));
                 }
                 for l in 0..ts.layers {

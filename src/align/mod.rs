@@ -19,6 +19,7 @@
 //! the trained model's fingerprint, which every run that uses the model carries.
 
 pub mod data;
+pub mod gallery;
 pub mod layers;
 pub mod loss;
 pub mod model;
@@ -41,16 +42,34 @@ pub enum AlignError {
     Candle {
         context: String,
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     #[error(transparent)]
     Write(#[from] crate::util::atomic::AtomicWriteError),
+    // Boxed: these errors are large and `AlignError` travels through every `?` of training.
     #[error(transparent)]
-    Encode(#[from] crate::embed::EncodeError),
+    Encode(Box<crate::embed::EncodeError>),
     #[error(transparent)]
-    Ingest(#[from] crate::ingest::IngestError),
+    Ingest(Box<crate::ingest::IngestError>),
+}
+
+impl From<crate::embed::EncodeError> for AlignError {
+    fn from(e: crate::embed::EncodeError) -> Self {
+        AlignError::Encode(Box::new(e))
+    }
+}
+
+impl From<crate::ingest::IngestError> for AlignError {
+    fn from(e: crate::ingest::IngestError) -> Self {
+        AlignError::Ingest(Box::new(e))
+    }
+}
+
+/// Finite and > 0 (NaN is not).
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
 }
 
 /// Projection heads into the shared space.
@@ -216,10 +235,10 @@ impl AlignSpec {
         if t.batch_size < 2 {
             return bad(format!("train.batch_size {} must be at least 2 (contrastive losses need negatives)", t.batch_size));
         }
-        if !(t.lr > 0.0 && t.lr.is_finite()) || !(t.lr_decay > 0.0) || t.weight_decay < 0.0 {
+        if !positive(t.lr) || !positive(t.lr_decay) || t.weight_decay.is_nan() || t.weight_decay < 0.0 {
             return bad(format!("train.lr {} and train.lr_decay {} must be positive, train.weight_decay {} non-negative", t.lr, t.lr_decay, t.weight_decay));
         }
-        if !(t.temperature_init > 0.0) {
+        if !positive(t.temperature_init) {
             return bad(format!("train.temperature_init {} must be positive", t.temperature_init));
         }
         if t.holdout < 2 {
@@ -230,7 +249,7 @@ impl AlignSpec {
             return bad("location: sigmas, rff_features, hidden and out_dim must be non-empty / positive".into());
         }
         if let Some(tr) = self.transformer()
-            && (tr.heads == 0 || l.hidden % tr.heads != 0 || !(tr.distance_scale_km > 0.0))
+            && (tr.heads == 0 || !l.hidden.is_multiple_of(tr.heads) || !positive(tr.distance_scale_km))
         {
             return bad(format!("transformer.heads {} must divide location.hidden {}, distance_scale_km {} be positive", tr.heads, l.hidden, tr.distance_scale_km));
         }

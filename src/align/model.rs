@@ -40,7 +40,7 @@ impl AlignModel {
     /// `text_dim`-d text embeddings.
     pub fn new(spec: &AlignSpec, image_dim: usize, text_dim: Option<usize>, dtype: DType, device: &Device) -> Result<AlignModel, AlignError> {
         spec.validate()?;
-        let c = |e: candle_core::Error| AlignError::Candle { context: "building the alignment model".into(), source: e };
+        let c = |e: candle_core::Error| AlignError::Candle { context: "building the alignment model".into(), source: Box::new(e) };
         let mut rng = Rng::derive(spec.train().seed, 0xA11C);
         let mut p = Params::new(dtype, device);
         let location = LocationTower::new(&mut p, spec.location(), spec.transformer(), &mut rng).map_err(|message| AlignError::Config { message })?;

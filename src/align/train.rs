@@ -183,7 +183,7 @@ pub fn epoch_batches(train: &[usize], batch_size: usize, seed: u64, epoch: usize
 }
 
 fn candle(context: &str) -> impl Fn(candle_core::Error) -> AlignError + '_ {
-    move |source| AlignError::Candle { context: context.to_string(), source }
+    move |source| AlignError::Candle { context: context.to_string(), source: Box::new(source) }
 }
 
 /// Row-normalised `(n, d)` tensor as f32 rows.
@@ -435,7 +435,7 @@ pub fn train(spec: &AlignSpec, data: &TrainData, opts: &TrainOptions) -> Result<
             st.adam_t = opt.step_t;
             progress.inc(1);
             progress.set_message(format!("epoch {} loss {loss:.4}", st.epoch + 1));
-            if ts.checkpoint_every_steps.is_some_and(|k| k > 0 && st.global_step % k == 0) && st.step_in_epoch < batches.len() {
+            if ts.checkpoint_every_steps.is_some_and(|k| k > 0 && st.global_step.is_multiple_of(k)) && st.step_in_epoch < batches.len() {
                 write_checkpoint(&opts.out, &model, &opt, &st)?;
             }
         }
