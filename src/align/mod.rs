@@ -148,7 +148,9 @@ impl Default for TripletSpec {
     }
 }
 
-/// `align:` in an experiment config.
+/// `align:` in an experiment config. The two variants repeat their common fields on purpose:
+/// sharing them through `#[serde(flatten)]` would switch off `deny_unknown_fields` (serde does not
+/// support the two together), and a misspelt key must stay an error.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AlignSpec {
