@@ -52,4 +52,4 @@ bench-generate: build
 	benches/generate_throughput.sh
 
 clean-results:
-	rm -rf results/demo results/demo-replay results/cache
+	rm -rf results/demo results/demo-replay results/demo-align results/cache
