@@ -58,4 +58,4 @@ bench-index: build
 	benches/index_vs_faiss.sh
 
 clean-results:
-	rm -rf results/demo results/demo-replay results/cache
+	rm -rf results/demo results/demo-replay results/demo-align results/cache

@@ -18,6 +18,8 @@ for _ in $(seq 200); do
   sleep 0.05
 done
 url=$(cat "$url_file")
+# G3's geo-alignment heads for the `g3 (aligned geo_verify)` row (resumes / reuses when done).
+"$BIN" align train configs/demo.yaml --out "${ALIGN_OUT:-results/demo-align}"
 set +e
 "$BIN" run configs/demo.yaml --set "generator.base_url=$url" --out "$OUT" "$@"
 rc=$?

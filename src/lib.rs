@@ -6,6 +6,7 @@ pub mod config;
 pub mod ingest;
 pub mod decode;
 pub mod embed;
+pub mod align;
 pub mod index;
 pub mod retrieval;
 pub mod prompt;

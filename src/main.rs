@@ -159,6 +159,11 @@ enum Command {
     /// snapshot (CLIP or SigLIP, from its config.json). Resumable per shard; `--worker I
     /// --workers N` (or a SLURM array) splits the shards over processes.
     Embed(EmbedArgs),
+    /// Geo-alignment (G3, TransGeoCLIP): heads trained on the cached database embeddings.
+    Align {
+        #[command(subcommand)]
+        command: AlignCommand,
+    },
     /// Embed coordinates with GeoCLIP's location tower: `--encoder geoclip:DIR` (the geoclip
     /// package's weights, e.g. an unpacked wheel), `--coords FILE.csv` (lat/lon columns) or
     /// `--coords gallery` (the package's 100K gallery); writes Parquet (lat, lon, vector).
@@ -339,6 +344,26 @@ fn encode_gps_cmd(encoder: &str, coords: &str, out: &std::path::Path, device: &s
     embed::geoclip::write_gps_embeddings(out, &pts, &v)?;
     println!("{} coordinates -> {} ({:.2} s, 512-d, L2-normalised; encoder {})", pts.len(), out.display(), t.elapsed().as_secs_f64(), enc.fingerprint());
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+enum AlignCommand {
+    /// Train the `align:` section of an experiment config on its database: embeds the database
+    /// with the config's encoder (or reuses the cached store), holds out `align.train.holdout`
+    /// seeded rows, trains with a seeded data order, evaluates held-out image->GPS accuracy every
+    /// epoch, checkpoints atomically and resumes from the last checkpoint when rerun.
+    Train {
+        /// Experiment config with an `align:` section.
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Output directory (default: <cache_dir>/align/<training fingerprint>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Stop after this many optimizer steps in total (checkpointed; rerun to continue).
+        #[arg(long)]
+        max_steps: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -554,6 +579,7 @@ fn real_main() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Align { command: AlignCommand::Train { config: path, sets, out, max_steps } } => align_train(&path, &sets, out, max_steps),
         Command::EncodeGps { encoder, coords, out, device } => encode_gps_cmd(&encoder, &coords, &out, &device),
         Command::Report(a) => {
             let o = eval::run_report(&a).context("georag report")?;
@@ -561,6 +587,53 @@ fn real_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn align_train(path: &std::path::Path, sets: &[String], out: Option<PathBuf>, max_steps: Option<usize>) -> Result<ExitCode> {
+    use georag::align::{data, train};
+    let cfg = config::load(path, sets)?;
+    let spec = cfg.align.clone().with_context(|| format!("{}: no `align:` section (kind: g3 or transgeoclip)", path.display()))?;
+    let (d, info) = data::from_config(&cfg, &spec).with_context(|| format!("reading the training data of {}", path.display()))?;
+    let out = out.unwrap_or_else(|| data::default_out(&cfg, &spec, &d));
+    eprintln!(
+        "[georag] align {}: {} database rows embedded by {} ({}; {} rows without an embedding left out), {}-d{}",
+        spec.name(),
+        info.rows,
+        info.encoder,
+        info.store.display(),
+        info.skipped,
+        d.image_dim,
+        d.text.as_ref().map(|t| format!(", text {}-d", t.1)).unwrap_or_default()
+    );
+    let r = train::train(&spec, &d, &train::TrainOptions { out: out.clone(), max_steps, dtype: None }).with_context(|| format!("training {}", out.display()))?;
+    if let Some(s) = r.resumed_from {
+        println!("resumed from the checkpoint at step {s}");
+    }
+    println!(
+        "held-out image->GPS accuracy: top-1 of each of the {} held-out images over the gallery of the {} held-out coordinates, haversine R = 6371 km, strict <; {} training rows",
+        r.curve.evals.first().map_or(0, |e| e.n),
+        r.n_holdout,
+        r.n_train
+    );
+    for e in &r.curve.evals {
+        let accs: Vec<String> = e.accuracy.iter().map(|(t, a)| format!("{t} km {:.2}%", 100.0 * a)).collect();
+        let loss = r.curve.steps.iter().filter(|s| s.epoch + 1 == e.epoch).map(|s| s.loss).collect::<Vec<_>>();
+        let mean = if loss.is_empty() { String::new() } else { format!("  (mean training loss of the epoch's {} steps {:.4})", loss.len(), loss.iter().sum::<f64>() / loss.len() as f64) };
+        println!("  epoch {:>2}{}: {}{mean}", e.epoch, if e.epoch == 0 { " (untrained)" } else { "" }, accs.join("  "));
+    }
+    if r.samples > 0 {
+        println!(
+            "throughput: {:.0} samples/s ({} samples through forward + backward + AdamW in {:.1} s, excluding evaluation and checkpoints)",
+            r.samples as f64 / r.step_seconds.max(1e-9),
+            r.samples,
+            r.step_seconds
+        );
+    }
+    match &r.card {
+        Some(c) => println!("model {} (fingerprint {}) in {}", c.kind, c.model_fingerprint, out.display()),
+        None => println!("stopped at step {} (--max-steps); checkpoint in {}: rerun to continue", r.curve.steps.len(), out.display()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn prepare(a: PrepareArgs) -> Result<ExitCode> {

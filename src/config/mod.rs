@@ -48,6 +48,9 @@ pub struct Config {
     pub metrics: Convention,
     #[serde(default)]
     pub report: ReportSpec,
+    /// Geo-alignment heads (`georag align train CONFIG`) trained on the database's embeddings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub align: Option<crate::align::AlignSpec>,
 }
 
 /// Report options.

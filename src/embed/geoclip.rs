@@ -175,9 +175,10 @@ pub fn load_gallery(dir: &Path) -> Result<Vec<(f64, f64)>, HfError> {
     read_coords(&find_file(dir, "gps_gallery", GALLERY)?)
 }
 
-/// Write location embeddings as Parquet: `lat`, `lon`, `vector` (FixedSizeList<f32, 512>),
-/// atomically.
+/// Write location embeddings as Parquet: `lat`, `lon`, `vector` (FixedSizeList<f32, dim>, dim =
+/// `vectors.len() / coords.len()`: 512 for GeoCLIP), atomically.
 pub fn write_gps_embeddings(path: &Path, coords: &[(f64, f64)], vectors: &[f32]) -> Result<(), crate::util::pq::ParquetError> {
+    let dim = (vectors.len() / coords.len().max(1)) as i32;
     use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Float64Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
@@ -185,9 +186,9 @@ pub fn write_gps_embeddings(path: &Path, coords: &[(f64, f64)], vectors: &[f32])
     let schema = Arc::new(Schema::new(vec![
         Field::new("lat", DataType::Float64, false),
         Field::new("lon", DataType::Float64, false),
-        Field::new("vector", DataType::FixedSizeList(item.clone(), 512), false),
+        Field::new("vector", DataType::FixedSizeList(item.clone(), dim), false),
     ]));
-    let list = FixedSizeListArray::try_new(item, 512, Arc::new(Float32Array::from(vectors.to_vec())), None).expect("coords * 512 values");
+    let list = FixedSizeListArray::try_new(item, dim, Arc::new(Float32Array::from(vectors.to_vec())), None).expect("coords * dim values");
     let cols: Vec<ArrayRef> = vec![
         Arc::new(Float64Array::from_iter_values(coords.iter().map(|c| c.0))),
         Arc::new(Float64Array::from_iter_values(coords.iter().map(|c| c.1))),

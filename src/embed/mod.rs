@@ -14,6 +14,7 @@
 //!   model, through a bounded channel.
 
 pub mod act;
+pub mod aligned;
 pub mod clip;
 pub mod geoclip;
 pub mod hf;
@@ -119,6 +120,12 @@ pub enum EncoderSpec {
         /// package's `weights/` folder, or an unpacked wheel).
         weights: PathBuf,
     },
+    /// G3's retrieval embedding: `base`'s vector ⊕ the image->text and image->GPS heads of a
+    /// trained alignment model (`georag align train` output directory), each L2-normalised.
+    Aligned {
+        base: Box<EncoderSpec>,
+        model: PathBuf,
+    },
 }
 
 fn default_device() -> String {
@@ -157,6 +164,7 @@ impl EncoderSpec {
         match self {
             EncoderSpec::Im2gps { .. } => EmbedOptions::default().batch_size,
             EncoderSpec::Clip { params } | EncoderSpec::Siglip { params } | EncoderSpec::Geoclip { params, .. } => params.batch_size.max(1),
+            EncoderSpec::Aligned { base, .. } => base.batch_size(),
         }
     }
 
@@ -201,6 +209,7 @@ pub fn build(spec: &EncoderSpec) -> Result<Box<dyn Encoder>, EncodeError> {
         EncoderSpec::Clip { params } => Ok(Box::new(clip::ClipEncoder::load(params)?)),
         EncoderSpec::Siglip { params } => Ok(Box::new(siglip::SiglipEncoder::load(params)?)),
         EncoderSpec::Geoclip { params, weights } => Ok(Box::new(geoclip::GeoclipImageEncoder::load(params, weights)?)),
+        EncoderSpec::Aligned { base, model } => Ok(Box::new(aligned::AlignedEncoder::new(build(base)?, model)?)),
     }
 }
 
@@ -393,7 +402,7 @@ pub fn embed_to_dir(
     }
     let mut emb = Embeddings { dim, ids: vec![], lat: vec![], lon: vec![], status: vec![], errors: vec![], vectors: vec![], dir: dir.to_path_buf() };
     for (si, info) in ds.manifest.shards.iter().enumerate() {
-        read_store_shard(&shard_path(si), dim, info.rows, &mut emb)?;
+        read_store_shard(&shard_path(si), dim, Some(info.rows), &mut emb)?;
     }
     if !done_path.exists() {
         atomic::write_json(
@@ -510,7 +519,30 @@ fn embed_rows(
     Ok(RecordBatch::try_new(schema(dim), cols).expect("columns match the embedding schema"))
 }
 
-fn read_store_shard(path: &Path, dim: usize, expect_rows: usize, emb: &mut Embeddings) -> Result<(), EncodeError> {
+/// Read a complete embedding store directory (`done.json` + `emb-NNNNN.parquet`), in shard
+/// order, e.g. a store of text embeddings for `align`.
+pub fn read_store(dir: &Path) -> Result<Embeddings, EncodeError> {
+    let done_path = dir.join("done.json");
+    let bad = |message: String| EncodeError::Store { path: done_path.clone(), message };
+    let done: Done = serde_json::from_slice(&std::fs::read(&done_path).map_err(|e| bad(format!("{e} (not a complete embedding store)")))?).map_err(|e| bad(e.to_string()))?;
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| bad(e.to_string()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("emb-") && n.ends_with(".parquet")))
+        .collect();
+    shards.sort();
+    let mut emb = Embeddings { dim: done.dim, ids: vec![], lat: vec![], lon: vec![], status: vec![], errors: vec![], vectors: vec![], dir: dir.to_path_buf() };
+    for s in &shards {
+        read_store_shard(s, done.dim, None, &mut emb)?;
+    }
+    if emb.len() != done.rows {
+        return Err(bad(format!("{} rows in the shards, done.json says {}", emb.len(), done.rows)));
+    }
+    Ok(emb)
+}
+
+fn read_store_shard(path: &Path, dim: usize, expect_rows: Option<usize>, emb: &mut Embeddings) -> Result<(), EncodeError> {
     let before = emb.len();
     for b in pq::read(path)? {
         let id = pq::column::<StringArray>(path, &b, "id")?;
@@ -540,11 +572,10 @@ fn read_store_shard(path: &Path, dim: usize, expect_rows: usize, emb: &mut Embed
             emb.vectors.extend_from_slice(&values.values()[off..off + dim]);
         }
     }
-    if emb.len() - before != expect_rows {
-        return Err(EncodeError::Store {
-            path: path.to_path_buf(),
-            message: format!("{} rows, the dataset shard has {expect_rows}", emb.len() - before),
-        });
+    if let Some(expect) = expect_rows
+        && emb.len() - before != expect
+    {
+        return Err(EncodeError::Store { path: path.to_path_buf(), message: format!("{} rows, the dataset shard has {expect}", emb.len() - before) });
     }
     Ok(())
 }

@@ -434,7 +434,7 @@ pub fn run(
             prompts: m.variants.iter().map(|v| format!("{} ({}, sha256 {})", v.template.label(), v.template.source, &v.template.sha256[..12])).collect(),
             sampling: m.spec.sampling.describe(),
             parser: m.spec.parser.name().to_string(),
-            selector: m.spec.selector.describe(),
+            selector: m.selector.describe().unwrap_or_else(|| m.spec.selector.describe()),
             queries: neighbours.len(),
             ..Default::default()
         };
@@ -557,7 +557,14 @@ fn build_method<'a>(cfg: &Config, s: &'a MllmSpec, queries: &Dataset) -> Result<
         PoolSelectorSpec::GeometricMedian => Box::new(gen_sel::GeometricMedian),
         PoolSelectorSpec::Density { eps_km, min_samples } => Box::new(gen_sel::Density { eps_km: *eps_km, min_samples: *min_samples }),
         PoolSelectorSpec::RetrievalTop1 => Box::new(gen_sel::RetrievalTop1),
-        PoolSelectorSpec::GeoVerify { encoder, location_weights } => Box::new(geo_verifier(cfg, encoder, location_weights.as_deref(), queries)?),
+        PoolSelectorSpec::GeoVerify { encoder: None, location_weights: None, aligned: Some(dir) } => Box::new(aligned_verifier(cfg, dir, queries)?),
+        PoolSelectorSpec::GeoVerify { aligned: Some(_), .. } => {
+            return Err(err("selector geo_verify: give either `aligned` (trained heads) or `encoder` + `location_weights` (GeoCLIP), not both".into()));
+        }
+        PoolSelectorSpec::GeoVerify { encoder: Some(encoder), location_weights, aligned: None } => Box::new(geo_verifier(cfg, encoder, location_weights.as_deref(), queries)?),
+        PoolSelectorSpec::GeoVerify { encoder: None, aligned: None, .. } => {
+            return Err(err("selector geo_verify needs `encoder` (GeoCLIP's image tower) or `aligned` (a `georag align train` output directory)".into()));
+        }
     };
     Ok(Method { spec: s, variants, parser: s.parser.build(), selector })
 }
@@ -575,6 +582,21 @@ fn geo_verifier(cfg: &Config, encoder: &crate::embed::EncoderSpec, location: Opt
     let loc = crate::embed::geoclip::LocationEncoder::load(location.unwrap_or(weights), &dev).map_err(crate::embed::EncodeError::from)?;
     let dim = emb.dim;
     Ok(gen_sel::GeoVerify { image_features: Arc::new(emb.vectors), dim, location: Arc::new(loc) })
+}
+
+/// geo_verify with trained alignment heads: the queries embedded with the experiment's encoder
+/// (the cached store `run` uses) through the image->GPS head; candidates through the GPS tower.
+fn aligned_verifier(cfg: &Config, dir: &Path, queries: &Dataset) -> Result<gen_sel::GeoVerify, MllmError> {
+    let m = |message: String| MllmError::Method { method: "geo_verify".into(), message };
+    let tower = crate::align::train::AlignedGps::load(dir, &crate::embed::hf::device("cpu").map_err(crate::embed::EncodeError::from)?).map_err(|e| m(e.to_string()))?;
+    let enc = crate::embed::build(&cfg.encoder)?;
+    let opts = crate::embed::EmbedOptions { batch_size: cfg.encoder.batch_size(), ..Default::default() };
+    let (emb, _) = crate::embed::embed_dataset(queries, enc.as_ref(), &cfg.cache_dir, &opts, "queries")?;
+    if emb.dim != tower.model.image_dim {
+        return Err(m(format!("{}: the model was trained on {}-d image embeddings, the experiment's encoder gives {}-d", dir.display(), tower.model.image_dim, emb.dim)));
+    }
+    let image = crate::align::train::image_vectors(&tower.model, &emb.vectors, 1024).map_err(|e| m(e.to_string()))?;
+    Ok(gen_sel::GeoVerify { image_features: Arc::new(image), dim: tower.model.spec.heads().shared_dim, location: Arc::new(tower) })
 }
 
 /// The metadata (JSON) of the database rows that templates with `place_fields` show, keyed by

@@ -56,6 +56,8 @@ pub enum PipelineError {
     Predictions { path: PathBuf, message: String },
     #[error(transparent)]
     Mllm(#[from] mllm::MllmError),
+    #[error(transparent)]
+    Align(#[from] crate::align::AlignError),
 }
 
 /// Timing and cache use of one stage.
@@ -276,15 +278,29 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
         Some(p) => Some(std::fs::read(p).map(|b| crate::util::fingerprint::sha256_hex(&b)).map_err(|source| atomic::AtomicWriteError { path: p.clone(), source })?),
         None => None,
     };
-    let pred_fp = Fingerprint::new("predictions/1")
+    // Gallery methods: their gallery embeddings are computed (or read from the cache) here, and
+    // the models' fingerprints are part of the predictions fingerprint.
+    let mut galleries = Vec::new();
+    for m in &cfg.methods {
+        if let crate::select::MethodSpec::Gallery { model, gallery, .. } = m {
+            galleries.push((m.name(), crate::align::gallery::GalleryPredictor::load(&cfg.cache_dir, model, gallery)?));
+        }
+    }
+    let gallery_fps: Vec<&str> = galleries.iter().map(|(_, g)| g.fingerprint.as_str()).collect();
+    let mut pred_fp = Fingerprint::new("predictions/1");
+    pred_fp
         .field(&index_fp)
         .json(&exclude_sha)
         .field(&q_store)
         .json(&cfg.index.nprobe)
         .json(&cfg.retrieval)
         .json(&cfg.methods)
-        .json(&cfg.generator)
-        .finish();
+        .json(&cfg.generator);
+    // (Only when there are any, so that configs without them keep their fingerprints.)
+    if !gallery_fps.is_empty() {
+        pred_fp.json(&gallery_fps);
+    }
+    let pred_fp = pred_fp.finish();
     let pred_path = out.join("predictions.parquet");
     let run_path = out.join("run.json");
     let previous: Option<RunRecord> = std::fs::read_to_string(&run_path).ok().and_then(|s| serde_json::from_str(&s).ok());
@@ -314,6 +330,11 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
                 .collect();
             Ok::<_, PipelineError>((r, false, Some(pred_fp.clone())))
         })?;
+        for (name, g) in &galleries {
+            let q_emb = &front.search.as_ref().ok_or_else(|| PipelineError::Predictions { path: out.to_path_buf(), message: format!("method `{name}` (gallery) needs query embeddings, which a run with imported neighbours does not compute") })?.q_emb;
+            let records = st.time("gallery", || Ok::<_, PipelineError>((g.predict(q_emb)?, false, Some(g.fingerprint.clone()))))?;
+            by_name.insert(name.clone(), MethodResult { method: name.clone(), dataset: front.queries.manifest.name.clone(), records });
+        }
         if !specs.is_empty() {
             let o = st.time("mllm", || {
                 let o = mllm::run(cfg, &specs, &neighbours, &front.queries, &front.db, mode)?;

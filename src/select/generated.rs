@@ -32,14 +32,20 @@ pub enum PoolSelectorSpec {
     },
     /// The retrieval top-1 neighbour (ignores the generated answers: a control row).
     RetrievalTop1,
-    /// G3's geo-verification: the candidate whose GPS embedding (GeoCLIP's location tower) is
-    /// most similar (cosine) to the query image's embedding (GeoCLIP's image tower).
+    /// G3's geo-verification: the candidate whose GPS embedding is most similar (cosine) to the
+    /// query image's embedding. Either GeoCLIP's towers (`encoder`), or trained alignment heads
+    /// (`aligned`: a `georag align train` output directory; the image side is the experiment's
+    /// query embeddings through the image->GPS head, the candidates go through the GPS tower).
     GeoVerify {
         /// The image tower: `{kind: geoclip, dir: CLIP-ViT-L-14 snapshot, weights: geoclip weights dir}`.
-        encoder: EncoderSpec,
+        #[serde(default)]
+        encoder: Option<EncoderSpec>,
         /// Directory with `location_encoder_weights.pth` (default: the encoder's `weights`).
         #[serde(default)]
         location_weights: Option<std::path::PathBuf>,
+        /// A trained alignment model's directory (`model.json`), instead of `encoder`.
+        #[serde(default)]
+        aligned: Option<std::path::PathBuf>,
     },
 }
 
@@ -58,6 +64,7 @@ impl PoolSelectorSpec {
             PoolSelectorSpec::GeometricMedian => "geometric_median".into(),
             PoolSelectorSpec::Density { eps_km, min_samples } => format!("density (DBSCAN eps {eps_km} km, min_samples {min_samples}, medoid of the largest cluster)"),
             PoolSelectorSpec::RetrievalTop1 => "retrieval_top1".into(),
+            PoolSelectorSpec::GeoVerify { aligned: Some(d), .. } => format!("geo_verify (aligned image->GPS heads of {}: cosine)", d.display()),
             PoolSelectorSpec::GeoVerify { .. } => "geo_verify (GeoCLIP image-GPS cosine)".into(),
         }
     }
@@ -128,12 +135,28 @@ impl Selector for RetrievalTop1 {
     }
 }
 
-/// G3's geo-verification over precomputed query image embeddings (`n_queries x 512`,
-/// L2-normalised, query order) and GeoCLIP's location tower.
+/// A GPS tower for [`GeoVerify`]: L2-normalised embeddings of coordinates, row-major.
+pub trait GpsTower: Send + Sync {
+    fn encode_coords(&self, coords: &[(f64, f64)]) -> Result<Vec<f32>, String>;
+    /// What the selector reports (with the model's fingerprint), when more than the spec says.
+    fn describe(&self) -> Option<String> {
+        None
+    }
+}
+
+impl GpsTower for LocationEncoder {
+    fn encode_coords(&self, coords: &[(f64, f64)]) -> Result<Vec<f32>, String> {
+        self.encode(coords).map_err(|e| e.to_string())
+    }
+}
+
+/// G3's geo-verification over precomputed query image embeddings (`n_queries x dim`,
+/// L2-normalised, query order) and a GPS tower of the same space (GeoCLIP's location tower, or
+/// trained alignment heads).
 pub struct GeoVerify {
     pub image_features: Arc<Vec<f32>>,
     pub dim: usize,
-    pub location: Arc<LocationEncoder>,
+    pub location: Arc<dyn GpsTower>,
 }
 
 impl GeoVerify {
@@ -141,7 +164,7 @@ impl GeoVerify {
     pub fn scores(&self, q: usize, cands: &[LatLon]) -> Result<Vec<f32>, String> {
         let img = self.image_features.get(q * self.dim..(q + 1) * self.dim).ok_or("no image features for this query")?;
         let coords: Vec<(f64, f64)> = cands.iter().map(|c| (c.lat, c.lon)).collect();
-        let loc = self.location.encode(&coords).map_err(|e| e.to_string())?;
+        let loc = self.location.encode_coords(&coords)?;
         if loc.len() != coords.len() * self.dim {
             return Err(format!("location embeddings are {}-d, image embeddings {}-d", loc.len() / coords.len().max(1), self.dim));
         }
@@ -152,6 +175,9 @@ impl GeoVerify {
 impl Selector for GeoVerify {
     fn neighbours_needed(&self) -> usize {
         0
+    }
+    fn describe(&self) -> Option<String> {
+        self.location.describe()
     }
     fn select(&self, c: &Candidates) -> Option<LatLon> {
         if c.generated.is_empty() || self.image_features.len() < (c.query + 1) * self.dim {

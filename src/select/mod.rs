@@ -40,6 +40,10 @@ pub trait Selector: Send + Sync {
     /// Largest number of similar neighbours this selector looks at.
     fn neighbours_needed(&self) -> usize;
     fn select(&self, c: &Candidates) -> Option<LatLon>;
+    /// A description that says more than the method's spec (e.g. a trained model's fingerprint).
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A method in the config (`methods: [{kind: nearest}, {kind: knn_density, k: 16}]`).
@@ -62,6 +66,16 @@ pub enum MethodSpec {
         #[serde(default = "default_bandwidth")]
         bandwidth_km: f64,
     },
+    /// GeoCLIP-style prediction with a trained alignment model (`georag align train` output
+    /// directory): the gallery coordinate (a CSV with lat/lon columns, e.g. GeoCLIP's
+    /// `coordinates_100K.csv`) whose GPS embedding is most similar to the query's image->GPS
+    /// embedding (the experiment's query embeddings through the model's head). No retrieval.
+    Gallery {
+        #[serde(default)]
+        name: Option<String>,
+        model: std::path::PathBuf,
+        gallery: std::path::PathBuf,
+    },
     /// Retrieval-augmented generation with a multimodal LLM: prompt variants x sampling x
     /// parser x selector (`configs/methods/*.yaml`).
     Mllm(Box<crate::pipeline::mllm::MllmSpec>),
@@ -82,16 +96,18 @@ impl MethodSpec {
             MethodSpec::KnnDensity { name, k, bandwidth_km } => {
                 name.clone().unwrap_or_else(|| format!("knn_density(k={k}, bw={bandwidth_km}km)"))
             }
+            MethodSpec::Gallery { name, model, .. } => name.clone().unwrap_or_else(|| format!("gallery({})", model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())),
             MethodSpec::Mllm(m) => m.name.clone(),
         }
     }
 
-    /// The selector of a retrieval baseline; `None` for MLLM methods (built by the MLLM stage).
+    /// The selector of a retrieval baseline; `None` for MLLM methods (built by the MLLM stage)
+    /// and `gallery` (predicted by the pipeline from the query embeddings).
     pub fn build(&self) -> Option<Box<dyn Selector>> {
         match self {
             MethodSpec::Nearest { .. } => Some(Box::new(Nearest)),
             MethodSpec::KnnDensity { k, bandwidth_km, .. } => Some(Box::new(KnnDensity { k: *k, bandwidth_km: *bandwidth_km })),
-            MethodSpec::Mllm(_) => None,
+            MethodSpec::Gallery { .. } | MethodSpec::Mllm(_) => None,
         }
     }
 }

@@ -1,0 +1,113 @@
+//! `georag align train CONFIG` through the real binary on a small synthetic world (the IM2GPS
+//! descriptor as the frozen image encoder): an interrupted run (`--max-steps`) resumes to the end
+//! and its held-out image->GPS accuracy rises; then `georag run` uses the trained heads in
+//! `geo_verify` (`aligned:`) against the in-process TEST DOUBLE server, and run.json names the
+//! model's fingerprint; the `gallery` method predicts every query from a coordinate grid.
+
+mod common;
+
+use common::llm_double::{Double, Fault};
+use georag::align::train::ModelCard;
+use georag::pipeline::RunRecord;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn config(dir: &Path, url: &str, model: &Path) -> PathBuf {
+    // A 10-degree grid as the GPS gallery of the `gallery` method.
+    let gallery = dir.join("grid.csv");
+    let mut csv = String::from("LAT,LON\n");
+    for i in 0..18 {
+        for j in 0..36 {
+            csv.push_str(&format!("{},{}\n", -85 + 10 * i, -175 + 10 * j));
+        }
+    }
+    std::fs::write(&gallery, csv).unwrap();
+    let cfg = format!(
+        r#"
+name: align-it
+cache_dir: {cache}
+database: {{kind: synthetic, split: database, n: 1200, shard_rows: 512}}
+queries: {{kind: synthetic, split: queries, n: 24, shard_rows: 16}}
+encoder: {{kind: im2gps}}
+index: {{factory: "Flat", nprobe: 1, train_sample: 1200}}
+align:
+  kind: g3
+  location: {{rff_features: 32, hidden: 64, out_dim: 32}}
+  heads: {{shared_dim: 32}}
+  train: {{lr: 0.002, batch_size: 128, epochs: 6, holdout: 200, seed: 1}}
+methods:
+  - kind: nearest
+  - {{kind: gallery, name: gallery, model: {model}, gallery: {gallery}}}
+  - kind: mllm
+    name: rag-verified
+    variants:
+      - {{prompt: street_rag, neighbours: {{similar: 4, dissimilar: 2}}, samples: 3}}
+    sampling: {{temperature: 0.7, max_tokens: 32, seed: 1}}
+    parser: lenient
+    pool_retrieval_top1: true
+    selector: {{kind: geo_verify, aligned: {model}}}
+generator:
+  kind: openai_compatible
+  base_url: {url}
+  model: tiny-vlm
+  max_in_flight: 4
+  timeout_s: 5
+"#,
+        cache = dir.join("cache").display(),
+        model = model.display(),
+        gallery = gallery.display()
+    );
+    let path = dir.join("align.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
+fn georag(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_georag")).args(args).env("GEORAG_QUIET", "1").output().unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn align_train_resumes_and_geo_verify_uses_the_trained_heads() {
+    let dir = common::tmp("align-cli");
+    let d = Double::start("tiny-vlm", |_, _| Fault::None);
+    let model = dir.join("heads");
+    let cfg = config(&dir, &d.url(), &model);
+    let c = cfg.to_str().unwrap();
+    let m = model.to_str().unwrap();
+    // 1000 training rows in batches of 128: 8 steps per epoch, 48 in all.
+    let o = georag(&["align", "train", c, "--out", m, "--max-steps", "11"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("stopped at step 11"), "{}", text(&o));
+    assert!(!model.join("model.json").exists());
+    let o = georag(&["align", "train", c, "--out", m]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("resumed from the checkpoint at step 11"), "{t}");
+    assert!(t.contains("epoch  6:"), "{t}");
+    let card: ModelCard = serde_json::from_slice(&std::fs::read(model.join("model.json")).unwrap()).unwrap();
+    assert_eq!(card.curve.steps.len(), 48);
+    assert_eq!((card.n_train, card.n_holdout, card.image_dim), (1000, 200, 1024));
+    let acc = |e: usize| card.curve.evals[e].accuracy.iter().find(|a| a.0 == 2500.0).unwrap().1;
+    eprintln!("held-out image->GPS accuracy at 2500 km (top-1 over the 200 held-out coordinates): untrained {:.3}, 6 epochs {:.3}", acc(0), acc(6));
+    assert!(acc(6) > acc(0) + 0.1, "untrained {}, trained {}", acc(0), acc(6));
+
+    let out = dir.join("run");
+    let o = georag(&["run", c, "--out", out.to_str().unwrap()]);
+    assert!(o.status.code() == Some(0) || o.status.code() == Some(2), "{}", text(&o));
+    let rr: RunRecord = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let sel = &rr.mllm_methods[0].selector;
+    assert!(sel.contains(&card.model_fingerprint), "{sel}");
+    // The gallery method: every query predicted, at one of the 648 grid points.
+    let metrics = georag::metrics::MetricsFile::read(&out.join("metrics.json")).unwrap();
+    let g = metrics.rows.iter().find(|r| r.method == "gallery").expect("gallery row");
+    assert_eq!((g.n_expected, g.n_scored), (24, 24));
+    eprintln!("gallery (10-degree grid, 648 points): accuracy at 2500 km {:.1}% of 24 queries", g.acc(2500.0).unwrap());
+    assert!(rr.stages.iter().any(|s| s.stage == "gallery"));
+    let cached: Vec<_> = std::fs::read_dir(dir.join("cache/gallery")).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one cached gallery embedding file");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
