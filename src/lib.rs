@@ -14,6 +14,7 @@ pub mod store;
 pub mod parse;
 pub mod select;
 pub mod metrics;
+pub mod region;
 pub mod report;
 pub mod eval;
 pub mod gate;

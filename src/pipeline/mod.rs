@@ -353,7 +353,7 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
         st.0.iter().map(|s| format!("{} {:.2}{}", s.stage, s.seconds, if s.reused { " (reused)" } else { "" })).collect::<Vec<_>>().join(", ")
     ));
     let input = ReportInput { title: &title, metrics: &metrics, results: &results, convention: &cfg.metrics, notes };
-    report::write_report_with(out, &input, &ReportExtras { per_image: true, no_plots: !plots, ..Default::default() })?;
+    report::write_report_with(out, &input, &ReportExtras { per_image: true, no_plots: !plots, regions: true, ..Default::default() })?;
     st.0.push(StageRecord { stage: "report".into(), seconds: t.elapsed().as_secs_f64(), reused: false, fingerprint: None });
     run.stages = st.0;
     atomic::write_json(&run_path, &run)?;
