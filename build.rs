@@ -18,10 +18,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     if let Some(head) = git(&["rev-parse", "--git-path", "HEAD"]) {
         println!("cargo:rerun-if-changed={head}");
-        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r])) {
-            if Path::new(&r).exists() {
-                println!("cargo:rerun-if-changed={r}");
-            }
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]).and_then(|r| git(&["rev-parse", "--git-path", &r])).filter(|r| Path::new(r).exists()) {
+            println!("cargo:rerun-if-changed={r}");
         }
         if let Some(p) = git(&["rev-parse", "--git-path", "packed-refs"]).filter(|p| Path::new(p).exists()) {
             println!("cargo:rerun-if-changed={p}");
@@ -39,10 +37,10 @@ fn main() {
     for line in lock.lines() {
         if let Some(n) = line.strip_prefix("name = ") {
             name = Some(n.trim_matches('"').to_string());
-        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take()) {
-            if wanted.contains(&n.as_str()) {
-                out.push(format!("{n}={}", v.trim_matches('"')));
-            }
+        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take())
+            && wanted.contains(&n.as_str())
+        {
+            out.push(format!("{n}={}", v.trim_matches('"')));
         }
     }
     println!("cargo:rustc-env=GEORAG_DEP_VERSIONS={}", out.join(";"));

@@ -2,7 +2,7 @@
 //! and what differs between two runs (fingerprints, config keys, build, machine), so "are these
 //! comparable?" is one command.
 
-use crate::pipeline::{PipelineError, RunRecord};
+use crate::pipeline::{RunFileError, RunRecord};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -169,7 +169,7 @@ impl RunDiff {
 }
 
 /// `georag runs diff A B` on two run directories (or `run.json` files).
-pub fn diff_dirs(a: &Path, b: &Path) -> Result<RunDiff, PipelineError> {
+pub fn diff_dirs(a: &Path, b: &Path) -> Result<RunDiff, RunFileError> {
     Ok(diff(&RunRecord::read(a)?, &RunRecord::read(b)?))
 }
 

@@ -72,17 +72,17 @@ fn walk(key: &str, v: &Value, out: &mut Validation) {
                 ),
                 _ => {}
             }
-            if kind == Some("geoclip") {
-                if let Some(w) = m.get("weights").and_then(Value::as_str).map(PathBuf::from) {
-                    check(
-                        out,
-                        &child("weights"),
-                        &w,
-                        &w.join("image_encoder_mlp_weights.pth"),
-                        "the geoclip package's weights folder",
-                        format!("scripts/fetch-geoclip.sh (unpacks the geoclip wheel into ~/.cache/georag/geoclip), then point `{}` at ~/.cache/georag/geoclip/geoclip/model/weights", child("weights")),
-                    );
-                }
+            if kind == Some("geoclip")
+                && let Some(w) = m.get("weights").and_then(Value::as_str).map(PathBuf::from)
+            {
+                check(
+                    out,
+                    &child("weights"),
+                    &w,
+                    &w.join("image_encoder_mlp_weights.pth"),
+                    "the geoclip package's weights folder",
+                    format!("scripts/fetch-geoclip.sh (unpacks the geoclip wheel into ~/.cache/georag/geoclip), then point `{}` at ~/.cache/georag/geoclip/geoclip/model/weights", child("weights")),
+                );
             }
             for (k, x) in m {
                 match (k.as_str(), x) {
@@ -122,15 +122,15 @@ pub fn validate(cfg: &Config) -> Validation {
     let v = serde_json::to_value(cfg).unwrap_or(Value::Null);
     walk("", &v, &mut out);
     if let Some(g) = v.get("generator").filter(|g| !g.is_null()) {
-        if let Some(var) = g.get("api_key_env").and_then(Value::as_str) {
-            if std::env::var_os(var).is_none_or(|x| x.is_empty()) {
-                out.missing.push(Missing {
-                    key: "generator.api_key_env".into(),
-                    path: None,
-                    what: format!("the environment variable {var} (the API key)"),
-                    fix: format!("export {var}=... before `georag run`"),
-                });
-            }
+        if let Some(var) = g.get("api_key_env").and_then(Value::as_str)
+            && std::env::var_os(var).is_none_or(|x| x.is_empty())
+        {
+            out.missing.push(Missing {
+                key: "generator.api_key_env".into(),
+                path: None,
+                what: format!("the environment variable {var} (the API key)"),
+                fix: format!("export {var}=... before `georag run`"),
+            });
         }
         let urls: Vec<String> = match (g.get("base_urls"), g.get("base_url")) {
             (Some(Value::Array(a)), _) => a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect(),

@@ -19,24 +19,7 @@ fn text(o: &Output) -> String {
 }
 
 fn write_config(dir: &Path) -> PathBuf {
-    let cfg = format!(
-        r#"
-name: tiny-sweep
-cache_dir: {cache}
-database: {{kind: synthetic, split: database, n: 600, shard_rows: 256}}
-queries: {{kind: synthetic, split: queries, n: 120, shard_rows: 256}}
-encoder: {{kind: im2gps}}
-index: {{factory: "IVF8,Flat", nprobe: 8, train_sample: 600}}
-retrieval: {{k: 8}}
-methods:
-  - kind: nearest
-  - {{kind: knn_density, k: 8, bandwidth_km: 200}}
-"#,
-        cache = dir.join("cache").display()
-    );
-    let path = dir.join("tiny.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    path
+    common::tiny_world_config(dir, "tiny-sweep", "retrieval: {k: 8}")
 }
 
 fn json(p: &Path) -> Value {

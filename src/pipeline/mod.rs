@@ -41,8 +41,9 @@ pub const RUN_SCHEMA: &str = "georag.run/v2";
 pub enum PipelineError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// Boxed: an encoder error is large, and every stage returns this type.
     #[error(transparent)]
-    Encode(#[from] EncodeError),
+    Encode(Box<EncodeError>),
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
@@ -57,8 +58,22 @@ pub enum PipelineError {
     Predictions { path: PathBuf, message: String },
     #[error(transparent)]
     Mllm(#[from] mllm::MllmError),
-    #[error("{path}: {message}")]
-    RunFile { path: PathBuf, message: String },
+    #[error(transparent)]
+    RunFile(#[from] RunFileError),
+}
+
+impl From<EncodeError> for PipelineError {
+    fn from(e: EncodeError) -> Self {
+        PipelineError::Encode(Box::new(e))
+    }
+}
+
+/// A `run.json` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct RunFileError {
+    pub path: PathBuf,
+    pub message: String,
 }
 
 /// Timing and cache use of one stage.
@@ -198,10 +213,10 @@ impl RunRecord {
     }
 
     /// Read a run directory's `run.json` (or the file itself).
-    pub fn read(path: &Path) -> Result<RunRecord, PipelineError> {
+    pub fn read(path: &Path) -> Result<RunRecord, RunFileError> {
         let p = if path.is_dir() { path.join("run.json") } else { path.to_path_buf() };
-        let text = std::fs::read_to_string(&p).map_err(|e| PipelineError::RunFile { path: p.clone(), message: e.to_string() })?;
-        serde_json::from_str(&text).map_err(|e| PipelineError::RunFile { path: p, message: format!("not a georag run.json: {e}") })
+        let text = std::fs::read_to_string(&p).map_err(|e| RunFileError { path: p.clone(), message: e.to_string() })?;
+        serde_json::from_str(&text).map_err(|e| RunFileError { path: p, message: format!("not a georag run.json: {e}") })
     }
 }
 
