@@ -56,10 +56,17 @@ pub enum PipelineError {
     Write(#[from] atomic::AtomicWriteError),
     #[error("{path}: {message}")]
     Predictions { path: PathBuf, message: String },
+    /// Boxed for the same reason as `Encode`.
     #[error(transparent)]
-    Mllm(#[from] mllm::MllmError),
+    Mllm(Box<mllm::MllmError>),
     #[error(transparent)]
     RunFile(#[from] RunFileError),
+}
+
+impl From<mllm::MllmError> for PipelineError {
+    fn from(e: mllm::MllmError) -> Self {
+        PipelineError::Mllm(Box::new(e))
+    }
 }
 
 impl From<EncodeError> for PipelineError {

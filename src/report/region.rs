@@ -182,8 +182,9 @@ pub fn country_map(a: &RegionAnalysis, records: &[PredictionRecord], max_points:
         title: format!("Accuracy at {} km by country of the ground truth: {} on {}", a.rank_threshold_km, a.method, a.dataset),
         subtitle: Some(format!("{} images; a point per query, coloured by its country's accuracy", records.len())),
         points,
-        bands: MAP_BANDS.iter().zip(counts).map(|((_, l), c)| format!("{l} ({c} countries)")).collect(),
-        none_label: Some(format!("country with < {MIN_RANKED_N} images")),
+        bands: MAP_BANDS.iter().zip(counts).map(|((_, l), c)| format!("{l} ({c} {})", if c == 1 { "country" } else { "countries" })).collect(),
+        // Short: the legend box has a fixed width; the caption says what it means.
+        none_label: Some(format!("country n < {MIN_RANKED_N}")),
     }
 }
 
@@ -212,5 +213,7 @@ mod tests {
         let m = country_map(&a, &recs, 100);
         assert_eq!(m.points.iter().filter(|p| p.2 == Some(0)).count(), 10);
         assert_eq!(m.points.iter().filter(|p| p.2.is_none()).count(), 2);
+        assert_eq!(m.bands[0], "80-100 % (1 country)");
+        assert_eq!(m.bands[4], "0-20 % (0 countries)");
     }
 }
