@@ -39,11 +39,12 @@ test-servers: deps
 	@scripts/test-servers.sh
 
 ## Gate the demo's accuracy against the committed baseline (what CI runs after `make demo`),
-## then replay the demo's recorded LLM answers (no server) and require exactly the same numbers.
+## then replay the demo's recorded LLM answers (no server) and require exactly the same numbers
+## and the same prediction for every image (`--exact`).
 check: build
 	$(BIN) check results/demo/metrics.json --baseline results/baselines/demo.json --tolerance-pct 1.0
 	GEORAG_QUIET=1 $(BIN) run configs/demo.yaml --replay --out results/demo-replay > /dev/null || [ $$? -eq 2 ]
-	$(BIN) check results/demo-replay/metrics.json --baseline results/demo/metrics.json --tolerance-pct 0
+	$(BIN) check results/demo-replay/metrics.json --baseline results/demo/metrics.json --exact
 
 ## georag eval vs a geopy scorer on 1,000,000 predictions (see benches/README.md).
 bench-eval: build

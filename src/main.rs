@@ -44,6 +44,25 @@ enum Command {
         /// Write no plots (for CI): metrics, tables, per_image.csv and report.html as usual.
         #[arg(long)]
         no_plots: bool,
+        /// Sweep a config key: `--sweep retrieval.k=5,10,15`. Repeat for more axes (their
+        /// cartesian product runs, each point into OUT/<NNN_setting>, with OUT/sweep.json); a
+        /// `sweep:` block in the config adds zipped axes. Points already complete for the same
+        /// resolved config are skipped, so a rerun does no work and an interrupted sweep resumes.
+        #[arg(long = "sweep", value_name = "KEY=V1,V2,...")]
+        sweeps: Vec<String>,
+    },
+    /// Check everything CONFIG needs locally (prepared datasets, model snapshots, weights,
+    /// files it names, API-key variables) without running anything; list every missing piece
+    /// with the command that provides it. Exit 0 when ready, 1 when something is missing.
+    Validate {
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+    /// Run provenance: list run directories, or say what differs between two runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
     },
     /// The stages up to and including generation, then stop: fills the response store live,
     /// or exchanges batch files with an offline runner (`vllm run-batch`, hosted batch APIs).
@@ -99,17 +118,29 @@ enum Command {
         #[arg(long)]
         exit_after_s: Option<f64>,
     },
-    /// Compare a metrics.json with a baseline; exit 1 with a readable diff when any accuracy is
-    /// outside the tolerance (either direction), 0 otherwise.
+    /// Compare a metrics.json with a baseline: exit 0 when every accuracy is within the
+    /// tolerance (either direction) and above every `--min` floor, 1 on a regression (printed per
+    /// threshold, and per changed image with `--exact`), 2 on invalid input (a file that cannot
+    /// be read, a malformed `--min`, a floor for a threshold the metrics lack).
     Check {
         /// metrics.json of the run to check.
         metrics: PathBuf,
         /// Baseline metrics.json (e.g. results/baselines/demo.json).
         #[arg(long)]
         baseline: PathBuf,
-        /// Allowed absolute difference, in percentage points of accuracy.
+        /// Allowed absolute difference, in percentage points of accuracy (live runs).
         #[arg(long, default_value_t = 1.0)]
         tolerance_pct: f64,
+        /// Pass when each accuracy is inside the baseline's 95 % Wilson interval (live runs).
+        #[arg(long, conflicts_with = "exact")]
+        tolerance_ci95: bool,
+        /// Replayed runs: any difference fails (accuracies, n, median, mean, GeoScore), and every
+        /// image whose prediction changed is listed when both directories have per_image.csv.
+        #[arg(long)]
+        exact: bool,
+        /// Floor: `--min acc_25km=40` fails any row below 40 % at 25 km. Repeatable.
+        #[arg(long = "min", value_name = "acc_<T>km=PERCENT")]
+        floors: Vec<String>,
     },
     /// Build the FAISS index of a config's database from its embedding store (after `georag
     /// embed`), one shard in memory at a time, and measure its recall against exact search.
@@ -367,6 +398,16 @@ enum AlignCommand {
 }
 
 #[derive(Subcommand)]
+enum RunsCommand {
+    /// One line per run directory (with run.json) under DIR: status, name, start, wall time,
+    /// git commit, queries, failed samples, tokens, overrides.
+    List { dir: PathBuf },
+    /// Which fingerprints, config keys, build facts and machine facts differ between runs A and
+    /// B (directories or run.json files), and whether their metrics are comparable.
+    Diff { a: PathBuf, b: PathBuf },
+}
+
+#[derive(Subcommand)]
 enum DatasetsCommand {
     /// Show the dataset definitions georag ships (datasets/*.yaml) and their variants.
     List,
@@ -477,12 +518,28 @@ fn real_main() -> Result<ExitCode> {
             eprintln!("[georag] simulator stopped: {st:?}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config: path, sets, out, replay, no_plots } => {
+        Command::Run { config: path, sets, out, replay, no_plots, sweeps } => {
             let cfg = config::load(&path, &sets)?;
             cfg.validate()?;
             let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
             let mode = if replay { pipeline::mllm::Mode::Replay } else { pipeline::mllm::Mode::Live };
-            let summary = pipeline::run_with_plots(&cfg, &out, &mode, !no_plots).with_context(|| format!("running {}", path.display()))?;
+            let mut axes = georag::sweep::parse_block(&path)?;
+            for a in &sweeps {
+                axes.push(georag::sweep::parse_cli(a)?);
+            }
+            if !axes.is_empty() {
+                let f = georag::sweep::run(&path, &sets, axes, &out, &mode, !no_plots, &mut |l| println!("{l}"))?;
+                println!("sweep: {} points, {} failed; {}", f.points.len(), f.failed_points(), out.join("sweep.json").display());
+                return Ok(if f.failed_points() > 0 {
+                    ExitCode::from(1)
+                } else if f.failed_samples() > 0 {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                });
+            }
+            let opts = pipeline::RunOptions { mode: &mode, plots: !no_plots, config_path: Some(&path), overrides: &sets };
+            let summary = pipeline::run_opts(&cfg, &out, &opts).with_context(|| format!("running {}", path.display()))?;
             let conv = &cfg.metrics;
             for row in &summary.metrics.rows {
                 let accs: Vec<String> = conv
@@ -508,12 +565,31 @@ fn real_main() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { metrics, baseline, tolerance_pct } => {
-            let cur = MetricsFile::read(&metrics)?;
-            let base = MetricsFile::read(&baseline)?;
-            let report = gate::check(&cur, &base, tolerance_pct);
-            print!("{}", report.render());
-            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Command::Check { metrics, baseline, tolerance_pct, tolerance_ci95, exact, floors } => {
+            // Exit 2, not 1, when the input is unusable: a CI log must not read it as a regression.
+            match check_cmd(&metrics, &baseline, tolerance_pct, tolerance_ci95, exact, &floors) {
+                Ok(code) => Ok(code),
+                Err(e) => {
+                    eprintln!("georag: invalid input: {e:#}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        Command::Validate { config: path, sets } => {
+            let cfg = config::load(&path, &sets)?;
+            cfg.validate()?;
+            let v = georag::validate::validate(&cfg);
+            print!("{}", v.render(&path.display().to_string()));
+            Ok(if v.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Runs { command: RunsCommand::List { dir } } => {
+            print!("{}", georag::runs::list(&dir));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs { command: RunsCommand::Diff { a, b } } => {
+            let d = georag::runs::diff_dirs(&a, &b)?;
+            print!("{}", d.render(&a.display().to_string(), &b.display().to_string()));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Prepare(a) => prepare(a),
         Command::Datasets { command: DatasetsCommand::List } => {
@@ -634,6 +710,43 @@ fn align_train(path: &std::path::Path, sets: &[String], out: Option<PathBuf>, ma
         None => println!("stopped at step {} (--max-steps); checkpoint in {}: rerun to continue", r.curve.steps.len(), out.display()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn check_cmd(metrics: &std::path::Path, baseline: &std::path::Path, tolerance_pct: f64, ci95: bool, exact: bool, floors: &[String]) -> Result<ExitCode> {
+    let cur = MetricsFile::read(metrics)?;
+    let base = MetricsFile::read(baseline)?;
+    let floors: Vec<gate::Floor> = floors.iter().map(|f| gate::parse_floor(f)).collect::<Result<_, String>>().map_err(anyhow::Error::msg)?;
+    for f in &floors {
+        let mut known: Vec<String> = cur.rows.iter().flat_map(|r| r.acc_pct.keys().map(|k| format!("acc_{k}km"))).collect();
+        known.sort();
+        known.dedup();
+        let want = format!("acc_{}km", f.threshold_key);
+        if !known.contains(&want) {
+            let refs: Vec<&str> = known.iter().map(String::as_str).collect();
+            anyhow::bail!("--min {want}: {} has no such threshold; {}", metrics.display(), georag::util::suggest::hint(&want, &refs));
+        }
+    }
+    let tolerance = if exact {
+        gate::Tolerance::Exact
+    } else if ci95 {
+        gate::Tolerance::Ci95
+    } else {
+        gate::Tolerance::Points(tolerance_pct)
+    };
+    let mut report = gate::check_with(&cur, &base, tolerance, &floors);
+    if exact {
+        let beside = |m: &std::path::Path| m.parent().map(|d| d.join("per_image.csv")).filter(|p| p.is_file());
+        match (beside(metrics), beside(baseline)) {
+            (Some(c), Some(b)) => {
+                let c = georag::report::per_image::read(&c)?;
+                let b = georag::report::per_image::read(&b)?;
+                report.image_changes = gate::image_changes(&c, &b);
+            }
+            _ => println!("(no per_image.csv beside both metrics files: images not compared one by one)"),
+        }
+    }
+    print!("{}", report.render());
+    Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn prepare(a: PrepareArgs) -> Result<ExitCode> {

@@ -2,6 +2,8 @@
 //! `georag run` binary: Parquet shards, the IM2GPS encoder, a real FAISS IVF index, both
 //! retrieval baselines, metrics, report; then a second run that must reuse every cached stage.
 
+mod common;
+
 use georag::ingest::{Dataset, synthetic::Split};
 use georag::metrics::{Convention, MetricsFile, score};
 use georag::record::{LatLon, PredictionRecord};
@@ -17,23 +19,7 @@ fn workdir(name: &str) -> PathBuf {
 }
 
 fn write_config(dir: &Path) -> PathBuf {
-    let cfg = format!(
-        r#"
-name: tiny
-cache_dir: {cache}
-database: {{kind: synthetic, split: database, n: 600, shard_rows: 256}}
-queries: {{kind: synthetic, split: queries, n: 120, shard_rows: 256}}
-encoder: {{kind: im2gps}}
-index: {{factory: "IVF8,Flat", nprobe: 8, train_sample: 600}}
-methods:
-  - kind: nearest
-  - {{kind: knn_density, k: 8, bandwidth_km: 200}}
-"#,
-        cache = dir.join("cache").display()
-    );
-    let path = dir.join("tiny.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    path
+    common::tiny_world_config(dir, "tiny", "")
 }
 
 fn georag(args: &[&str]) -> std::process::Output {

@@ -185,6 +185,11 @@ pub fn apply_set(root: &mut Value, arg: &str) -> Result<(), ConfigError> {
 /// Load, include, override and type-check a config.
 pub fn load(path: &Path, sets: &[String]) -> Result<Config, ConfigError> {
     let (mut value, sources) = load_value(path)?;
+    // A `sweep:` block describes runs of this config (`georag run` expands it, see
+    // `crate::sweep`); it is not part of any one run's config.
+    if let Value::Mapping(m) = &mut value {
+        m.remove("sweep");
+    }
     for s in sets {
         apply_set(&mut value, s)?;
     }

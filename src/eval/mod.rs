@@ -471,6 +471,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalOutcome, EvalError> {
         per_image: true,
         no_plots: args.no_plots,
         scored: Some(&scored),
+        regions: false,
     };
     let rep = report::write_report_with(out, &input, &extras)?;
     files.extend(rep.files);

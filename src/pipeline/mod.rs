@@ -33,15 +33,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-pub const RUN_SCHEMA: &str = "georag.run/v1";
+/// `georag.run/v2` added status, provenance, counts and totals to v1 (every v1 field kept; a v1
+/// file still reads, as a complete run with unknown provenance).
+pub const RUN_SCHEMA: &str = "georag.run/v2";
 
 /// Error that stops a run (configuration, I/O, a broken cache). Per-sample problems are not errors.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// Boxed: an encoder error is large, and every stage returns this type.
     #[error(transparent)]
-    Encode(#[from] EncodeError),
+    Encode(Box<EncodeError>),
     #[error(transparent)]
     Index(#[from] IndexError),
     #[error(transparent)]
@@ -54,10 +57,33 @@ pub enum PipelineError {
     Write(#[from] atomic::AtomicWriteError),
     #[error("{path}: {message}")]
     Predictions { path: PathBuf, message: String },
+    /// Boxed for the same reason as `Encode`.
     #[error(transparent)]
-    Mllm(#[from] mllm::MllmError),
+    Mllm(Box<mllm::MllmError>),
+    #[error(transparent)]
+    RunFile(#[from] RunFileError),
     #[error(transparent)]
     Align(#[from] crate::align::AlignError),
+}
+
+impl From<mllm::MllmError> for PipelineError {
+    fn from(e: mllm::MllmError) -> Self {
+        PipelineError::Mllm(Box::new(e))
+    }
+}
+
+impl From<EncodeError> for PipelineError {
+    fn from(e: EncodeError) -> Self {
+        PipelineError::Encode(Box::new(e))
+    }
+}
+
+/// A `run.json` that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct RunFileError {
+    pub path: PathBuf,
+    pub message: String,
 }
 
 /// Timing and cache use of one stage.
@@ -69,12 +95,88 @@ pub struct StageRecord {
     pub fingerprint: Option<String>,
 }
 
+/// Where a run stands. `run.json` says `started` from the first moment, `complete` or `failed`
+/// (with the error) at the end; a run killed on the way stays `started`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Started,
+    /// Also what a v1 `run.json` (no status field) reads as.
+    #[default]
+    Complete,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Started => "started",
+            RunStatus::Complete => "complete",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Per method: images expected, answered, and failed by status (from its metrics row).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MethodCounts {
+    pub dataset: String,
+    pub expected: usize,
+    pub answered: usize,
+    pub failed_by_status: BTreeMap<String, usize>,
+}
+
+/// Token and cost totals of the MLLM stage (zero without MLLM methods).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub requests_sent: usize,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// `None` when the generator has no price configured.
+    pub cost_usd: Option<f64>,
+}
+
 /// `run.json`: what ran, from which inputs, how long each stage took, what failed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunRecord {
     pub schema: String,
+    #[serde(default)]
+    pub status: RunStatus,
+    /// Why a `failed` run stopped.
+    #[serde(default)]
+    pub error: Option<String>,
     pub georag_version: String,
     pub name: String,
+    /// The config file given to `georag run`, and the `--set` overrides applied to it.
+    #[serde(default)]
+    pub config_path: Option<String>,
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// `--replay`: MLLM answers only from the response store.
+    #[serde(default)]
+    pub replay: bool,
+    /// SHA-256 of `config.resolved.yaml` (what `georag run --sweep` compares to skip a point).
+    #[serde(default)]
+    pub config_sha256: String,
+    /// The resolved config (as in `config.resolved.yaml`).
+    #[serde(default)]
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub build: crate::provenance::BuildInfo,
+    #[serde(default)]
+    pub machine: crate::provenance::MachineInfo,
+    /// RFC 3339 UTC.
+    #[serde(default)]
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub wall_seconds: Option<f64>,
+    /// Per method: expected, answered, failed by status.
+    #[serde(default)]
+    pub counts: BTreeMap<String, MethodCounts>,
+    #[serde(default)]
+    pub totals: Totals,
     pub database_fingerprint: String,
     pub queries_fingerprint: String,
     pub encoder_fingerprint: String,
@@ -98,6 +200,43 @@ impl RunRecord {
     pub fn n_failures(&self) -> usize {
         self.failures.values().sum()
     }
+
+    /// Every fingerprint of the run by name: the inputs, the predictions, and each stage's.
+    pub fn fingerprints(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        for (k, v) in [
+            ("database", &self.database_fingerprint),
+            ("queries", &self.queries_fingerprint),
+            ("encoder", &self.encoder_fingerprint),
+            ("index", &self.index_fingerprint),
+            ("predictions", &self.predictions_fingerprint),
+            ("config (sha256)", &self.config_sha256),
+        ] {
+            m.insert(k.to_string(), v.clone());
+        }
+        for s in &self.stages {
+            if let Some(fp) = &s.fingerprint {
+                m.insert(format!("stage {}", s.stage), fp.clone());
+            }
+        }
+        m
+    }
+
+    /// Read a run directory's `run.json` (or the file itself).
+    pub fn read(path: &Path) -> Result<RunRecord, RunFileError> {
+        let p = if path.is_dir() { path.join("run.json") } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&p).map_err(|e| RunFileError { path: p.clone(), message: e.to_string() })?;
+        serde_json::from_str(&text).map_err(|e| RunFileError { path: p, message: format!("not a georag run.json: {e}") })
+    }
+}
+
+/// How `georag run` was invoked, for [`run_opts`] and `run.json`.
+#[derive(Clone, Debug)]
+pub struct RunOptions<'a> {
+    pub mode: &'a mllm::Mode,
+    pub plots: bool,
+    pub config_path: Option<&'a Path>,
+    pub overrides: &'a [String],
 }
 
 /// What `run` returns.
@@ -261,8 +400,53 @@ pub fn run_with(cfg: &Config, out: &Path, mode: &mllm::Mode) -> Result<RunSummar
 /// [`run_with`]; `plots: false` (`georag run --no-plots`) writes the report without plots
 /// (every number, table and per_image.csv unchanged).
 pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) -> Result<RunSummary, PipelineError> {
+    run_opts(cfg, out, &RunOptions { mode, plots, config_path: None, overrides: &[] })
+}
+
+/// Run the whole experiment into `out` as `georag run` does: `run.json` says `started` (with
+/// the config, build and machine) before any stage, then `complete`, or `failed` with the error.
+pub fn run_opts(cfg: &Config, out: &Path, opts: &RunOptions) -> Result<RunSummary, PipelineError> {
     std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
-    atomic::write_bytes(&out.join("config.resolved.yaml"), cfg.to_yaml().as_bytes())?;
+    let yaml = cfg.to_yaml();
+    atomic::write_bytes(&out.join("config.resolved.yaml"), yaml.as_bytes())?;
+    let run_path = out.join("run.json");
+    let previous: Option<RunRecord> = std::fs::read_to_string(&run_path).ok().and_then(|s| serde_json::from_str(&s).ok());
+    let t0 = Instant::now();
+    let base = RunRecord {
+        schema: RUN_SCHEMA.into(),
+        status: RunStatus::Started,
+        georag_version: env!("CARGO_PKG_VERSION").into(),
+        name: cfg.name.clone(),
+        config_path: opts.config_path.map(|p| p.display().to_string()),
+        overrides: opts.overrides.to_vec(),
+        replay: *opts.mode == mllm::Mode::Replay,
+        config_sha256: crate::util::fingerprint::sha256_hex(yaml.as_bytes()),
+        config: serde_json::to_value(cfg).unwrap_or(serde_json::Value::Null),
+        build: crate::provenance::BuildInfo::current(),
+        machine: crate::provenance::MachineInfo::current(),
+        started_at: crate::provenance::now(),
+        ..RunRecord::default()
+    };
+    atomic::write_json(&run_path, &base)?;
+    match run_stages(cfg, out, opts, previous, base.clone(), t0) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let failed = RunRecord {
+                status: RunStatus::Failed,
+                error: Some(e.to_string()),
+                finished_at: Some(crate::provenance::now()),
+                wall_seconds: Some(t0.elapsed().as_secs_f64()),
+                ..base
+            };
+            atomic::write_json(&run_path, &failed)?;
+            Err(e)
+        }
+    }
+}
+
+fn run_stages(cfg: &Config, out: &Path, opts: &RunOptions, previous: Option<RunRecord>, base: RunRecord, t0: Instant) -> Result<RunSummary, PipelineError> {
+    let (mode, plots) = (opts.mode, opts.plots);
+    let run_path = out.join("run.json");
     let mut st = Stages(Vec::new());
     let mut front = front(cfg, &mut st)?;
     let index_fp = match (&front.search, &cfg.retrieval.import) {
@@ -302,8 +486,6 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
     }
     let pred_fp = pred_fp.finish();
     let pred_path = out.join("predictions.parquet");
-    let run_path = out.join("run.json");
-    let previous: Option<RunRecord> = std::fs::read_to_string(&run_path).ok().and_then(|s| serde_json::from_str(&s).ok());
     // MLLM predictions are always rebuilt from the response store (cheap when it has them all).
     let reuse = specs.is_empty() && previous.as_ref().is_some_and(|p| p.predictions_fingerprint == pred_fp) && pred_path.exists();
 
@@ -378,10 +560,20 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
         Some(o) => (Some(o.stats.clone()), o.summaries.clone()),
         None => (None, vec![]),
     };
+    let counts = metrics
+        .rows
+        .iter()
+        .map(|r| {
+            (r.method.clone(), MethodCounts { dataset: r.dataset.clone(), expected: r.n_expected, answered: r.n_answered, failed_by_status: r.failures_by_status.clone() })
+        })
+        .collect();
+    let totals = generation
+        .as_ref()
+        .map(|g: &mllm::GenStats| Totals { requests_sent: g.requests_sent, prompt_tokens: g.prompt_tokens, completion_tokens: g.completion_tokens, cost_usd: g.cost_usd })
+        .unwrap_or_default();
     let mut run = RunRecord {
-        schema: RUN_SCHEMA.into(),
-        georag_version: env!("CARGO_PKG_VERSION").into(),
-        name: cfg.name.clone(),
+        counts,
+        totals,
         database_fingerprint: db.manifest.fingerprint.clone(),
         queries_fingerprint: queries.manifest.fingerprint.clone(),
         encoder_fingerprint: search.as_ref().map_or_else(|| "none (imported neighbours)".to_string(), |s| s.encoder.fingerprint().to_string()),
@@ -394,6 +586,7 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
         stages: Vec::new(),
         generation,
         mllm_methods,
+        ..base
     };
     let title = cfg.report.title.clone().unwrap_or_else(|| cfg.name.clone());
     let t = Instant::now();
@@ -428,9 +621,12 @@ pub fn run_with_plots(cfg: &Config, out: &Path, mode: &mllm::Mode, plots: bool) 
         st.0.iter().map(|s| format!("{} {:.2}{}", s.stage, s.seconds, if s.reused { " (reused)" } else { "" })).collect::<Vec<_>>().join(", ")
     ));
     let input = ReportInput { title: &title, metrics: &metrics, results: &results, convention: &cfg.metrics, notes };
-    report::write_report_with(out, &input, &ReportExtras { per_image: true, no_plots: !plots, ..Default::default() })?;
+    report::write_report_with(out, &input, &ReportExtras { per_image: true, no_plots: !plots, regions: true, ..Default::default() })?;
     st.0.push(StageRecord { stage: "report".into(), seconds: t.elapsed().as_secs_f64(), reused: false, fingerprint: None });
     run.stages = st.0;
+    run.status = RunStatus::Complete;
+    run.finished_at = Some(crate::provenance::now());
+    run.wall_seconds = Some(t0.elapsed().as_secs_f64());
     atomic::write_json(&run_path, &run)?;
     Ok(RunSummary { out: out.to_path_buf(), metrics, run })
 }

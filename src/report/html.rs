@@ -22,6 +22,7 @@ tr.published td{font-style:italic;color:#555}\
 ol.foot{font-size:.82rem;color:#444}\
 figure{margin:1rem 0}figure svg{max-width:100%;height:auto;border:1px solid #eee}\
 figcaption{font-size:.85rem;color:#555}\
+h3{font-size:1.05rem;margin-top:1.2rem}div.wide{max-width:100%;overflow-x:auto}\
 ul.notes{font-size:.9rem}";
 
 /// Escape text for HTML.
@@ -43,7 +44,7 @@ pub fn escape(s: &str) -> String {
 pub fn table_html(t: &PaperTable) -> String {
     let mut s = String::new();
     for b in &t.blocks {
-        let _ = writeln!(s, "<h2>{}</h2>\n<table>\n<thead><tr>", escape(&b.dataset));
+        let _ = writeln!(s, "<h2>{}</h2>\n<div class=\"wide\"><table>\n<thead><tr>", escape(&b.dataset));
         for h in header_cells(b) {
             let _ = write!(s, "<th>{}</th>", escape(&h));
         }
@@ -65,7 +66,7 @@ pub fn table_html(t: &PaperTable) -> String {
             }
             s.push_str("</tr>\n");
         }
-        s.push_str("</tbody>\n</table>\n<ol class=\"foot\">\n");
+        s.push_str("</tbody>\n</table></div>\n<ol class=\"foot\">\n");
         for f in &b.footnotes {
             let _ = writeln!(s, "<li>{}</li>", escape(f));
         }
@@ -76,6 +77,11 @@ pub fn table_html(t: &PaperTable) -> String {
 
 /// The whole page.
 pub fn page(title: &str, table: &PaperTable, figures: &[Figure], notes: &[String]) -> String {
+    page_with(title, table, "", figures, notes)
+}
+
+/// The whole page, with `sections` (ready HTML, e.g. the per-region tables) after the table.
+pub fn page_with(title: &str, table: &PaperTable, sections: &str, figures: &[Figure], notes: &[String]) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -84,6 +90,7 @@ pub fn page(title: &str, table: &PaperTable, figures: &[Figure], notes: &[String
         v = env!("CARGO_PKG_VERSION"),
     );
     s.push_str(&table_html(table));
+    s.push_str(sections);
     if !figures.is_empty() {
         s.push_str("<h2>Plots</h2>\n");
         for f in figures {

@@ -10,6 +10,7 @@
 pub mod html;
 pub mod per_image;
 pub mod plot;
+pub mod region;
 pub mod table;
 
 use crate::eval::published::PublishedFile;
@@ -54,6 +55,9 @@ pub struct ReportExtras<'a> {
     /// The per-image scores of `results` (same order and lengths), when the caller already has
     /// them under each result's metrics-row convention; otherwise they are computed here.
     pub scored: Option<&'a [Vec<Scored>]>,
+    /// Also analyse accuracy by continent and country of the ground truth (`regions.csv`,
+    /// `regions.json`, an HTML section and a country map per method; `georag run` does).
+    pub regions: bool,
 }
 
 /// What a report wrote.
@@ -115,6 +119,14 @@ pub fn write_report_with(out: &Path, input: &ReportInput, extras: &ReportExtras)
         })
         .collect();
 
+    let regions: Vec<crate::region::RegionAnalysis> = if extras.regions {
+        use rayon::prelude::*;
+        input.results.par_iter().zip(&scored).map(|(r, (conv, s))| crate::region::analyse(&r.method, &r.dataset, &r.records, s, conv)).collect()
+    } else {
+        Vec::new()
+    };
+    notes.extend(region::notes(&regions));
+
     // per_image.csv is formatted in parallel (rayon) while the plots are drawn.
     let per_image_job = || -> Result<Option<PathBuf>, ReportError> {
         if !extras.per_image || input.results.is_empty() {
@@ -135,7 +147,14 @@ pub fn write_report_with(out: &Path, input: &ReportInput, extras: &ReportExtras)
         if extras.no_plots {
             return Ok((Vec::new(), files));
         }
-        let figures = plots(out, input, extras, &table, &scored, &mut files)?;
+        let mut figures = plots(out, input, extras, &table, &scored, &mut files)?;
+        for (a, r) in regions.iter().zip(input.results) {
+            let name = format!("countries_{}_{}", slug(&a.dataset), slug(&a.method));
+            figures.push(emit(&out.join("plots"), &name, &plot::world_map(&region::country_map(a, &r.records, MAP_MAX_POINTS)), &mut files, &format!(
+                "Accuracy of {} at {} km by country of the ground truth on {} (equirectangular, 30° graticule; one point per query, coloured by its country's accuracy; countries with fewer than {} images grey).",
+                a.method, a.rank_threshold_km, a.dataset, crate::region::MIN_RANKED_N
+            ))?);
+        }
         Ok((figures, files))
     };
     let (per_image_file, plotted) = rayon::join(per_image_job, plots_job);
@@ -155,7 +174,11 @@ pub fn write_report_with(out: &Path, input: &ReportInput, extras: &ReportExtras)
     write_file(out.join("table.md"), md.as_bytes(), &mut files)?;
     write_file(out.join("table.csv"), table.to_csv().as_bytes(), &mut files)?;
     write_file(out.join("table.tex"), table.to_latex().as_bytes(), &mut files)?;
-    let page = html::page(input.title, &table, &figures, &notes);
+    if !regions.is_empty() {
+        write_file(out.join("regions.csv"), region::to_csv(&regions).as_bytes(), &mut files)?;
+        write_file(out.join("regions.json"), region::to_json(&regions).as_bytes(), &mut files)?;
+    }
+    let page = html::page_with(input.title, &table, &region::html(&regions), &figures, &notes);
     write_file(out.join("report.html"), page.as_bytes(), &mut files)?;
     files.extend(per_image_file);
     Ok(ReportOutcome { files, png_font, notes })
@@ -384,6 +407,7 @@ fn map_chart(r: &MethodResult, conv: &Convention, scored: &[Scored]) -> (plot::M
         subtitle: Some(format!("{} images; {}", r.records.len(), conv.distance.describe())),
         points,
         bands,
+        none_label: None,
     };
     (m, note)
 }

@@ -308,6 +308,8 @@ pub struct MapChart {
     pub points: Vec<(f64, f64, Option<usize>)>,
     /// Band labels with their counts, closest first.
     pub bands: Vec<String>,
+    /// Legend label of the `None` points, before their count (`failed` when unset).
+    pub none_label: Option<String>,
 }
 
 /// Colours of error bands, closest (green) to farthest (dark red), then grey for failures.
@@ -382,7 +384,7 @@ fn draw_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, m: &MapChart) -> 
     let mut entries: Vec<(String, RGBColor, Swatch)> =
         m.bands.iter().enumerate().map(|(i, l)| (l.clone(), band_color(i, nb), Swatch::Dot)).collect();
     let failed = m.points.iter().filter(|p| p.2.is_none()).count();
-    entries.push((format!("failed ({failed})"), FAILED_GREY, Swatch::Cross));
+    entries.push((format!("{} ({failed})", m.none_label.as_deref().unwrap_or("failed")), FAILED_GREY, Swatch::Cross));
     let (xr, yr) = chart.plotting_area().get_pixel_range();
     legend(root, (xr.end + 14, yr.start), &entries)?;
     Ok(())

@@ -65,6 +65,30 @@ pub fn geoclip_dir() -> Option<PathBuf> {
     }
 }
 
+/// The small synthetic world of the end-to-end tests (600 database photos, 120 queries, the
+/// IM2GPS encoder, an `IVF8,Flat` index, the two retrieval baselines), cached under `dir/cache`,
+/// written to `dir/<name>.yaml`; `extra` lines go before `methods:`.
+pub fn tiny_world_config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let cfg = format!(
+        r#"
+name: {name}
+cache_dir: {cache}
+database: {{kind: synthetic, split: database, n: 600, shard_rows: 256}}
+queries: {{kind: synthetic, split: queries, n: 120, shard_rows: 256}}
+encoder: {{kind: im2gps}}
+index: {{factory: "IVF8,Flat", nprobe: 8, train_sample: 600}}
+{extra}
+methods:
+  - kind: nearest
+  - {{kind: knn_density, k: 8, bandwidth_km: 200}}
+"#,
+        cache = dir.join("cache").display()
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, cfg).unwrap();
+    path
+}
+
 /// A fresh temporary directory for one test.
 pub fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("georag-it-{}-{name}", std::process::id()));

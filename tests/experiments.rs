@@ -1,0 +1,229 @@
+//! Experiments through the real `georag` binary: a 3 x 2 sweep on a small synthetic world that
+//! embeds and indexes once and does no work when rerun, run provenance (`runs list`, `runs
+//! diff`), and the CI gate's exact mode catching a planted parser regression.
+
+mod common;
+
+use georag::parse::{Parsed, Parser, ParserSpec};
+use georag::record::LatLon;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn georag(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_georag")).args(args).env("GEORAG_QUIET", "1").output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn write_config(dir: &Path) -> PathBuf {
+    common::tiny_world_config(dir, "tiny-sweep", "retrieval: {k: 8}")
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn sweep_3x2_embeds_and_indexes_once_and_a_rerun_does_no_work() {
+    let dir = common::tmp("sweep");
+    let cfg = write_config(&dir);
+    let out = dir.join("sweep");
+    let args = [
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-plots",
+        "--sweep",
+        "retrieval.k=5,10,15",
+        "--sweep",
+        "methods.1.bandwidth_km=100,200",
+    ];
+    let o = georag(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let sweep = json(&out.join("sweep.json"));
+    assert_eq!(sweep["schema"], "georag.sweep/v1");
+    let points = sweep["points"].as_array().unwrap();
+    assert_eq!(points.len(), 6);
+    // Stable order: the last axis varies fastest.
+    let sets: Vec<Vec<String>> = points.iter().map(|p| strs(&p["sets"])).collect();
+    assert_eq!(sets[0], vec!["retrieval.k=5", "methods.1.bandwidth_km=100"]);
+    assert_eq!(sets[1], vec!["retrieval.k=5", "methods.1.bandwidth_km=200"]);
+    assert_eq!(sets[5], vec!["retrieval.k=15", "methods.1.bandwidth_km=200"]);
+    // The reuse log: embeddings and the index are computed by the first point only (a fresh cache).
+    for stage in ["database", "queries", "embed database", "embed queries", "index"] {
+        let computed: Vec<usize> = (0..6).filter(|&i| strs(&points[i]["computed"]).iter().any(|s| s == stage)).collect();
+        assert_eq!(computed, vec![0], "stage `{stage}` computed by points {computed:?}");
+        for p in &points[1..] {
+            assert!(strs(&p["reused"]).iter().any(|s| s == stage), "{stage} not reused by {}", p["dir"]);
+        }
+    }
+    assert!(text(&o).contains("reused database, queries, embed database, embed queries, index"), "{}", text(&o));
+    // Six run directories, each complete with its own overrides and metrics.
+    let mut runs_before = Vec::new();
+    for p in points {
+        assert_eq!(p["status"], "complete");
+        let d = out.join(p["dir"].as_str().unwrap());
+        let run = json(&d.join("run.json"));
+        assert_eq!(run["status"], "complete");
+        assert_eq!(strs(&run["overrides"]), strs(&p["sets"]));
+        assert_eq!(json(&d.join("metrics.json"))["rows"].as_array().unwrap().len(), 2);
+        runs_before.push(std::fs::read(d.join("run.json")).unwrap());
+    }
+    // The k values reached the runs: the resolved configs differ in retrieval.k.
+    let k_of = |i: usize| json(&out.join(points[i]["dir"].as_str().unwrap()).join("run.json"))["config"]["retrieval"]["k"].clone();
+    assert_eq!((k_of(0), k_of(2), k_of(4)), (Value::from(5), Value::from(10), Value::from(15)));
+
+    // A second invocation does no work: every point skipped, every run.json byte-identical.
+    let o2 = georag(&args);
+    assert!(o2.status.success(), "{}", text(&o2));
+    let sweep2 = json(&out.join("sweep.json"));
+    assert!(sweep2["points"].as_array().unwrap().iter().all(|p| p["status"] == "skipped"), "{sweep2}");
+    for (p, before) in points.iter().zip(&runs_before) {
+        assert_eq!(&std::fs::read(out.join(p["dir"].as_str().unwrap()).join("run.json")).unwrap(), before);
+    }
+
+    // An interrupted sweep resumes: only the missing point runs, and it reuses every cached stage.
+    let gone = out.join(points[3]["dir"].as_str().unwrap());
+    std::fs::remove_dir_all(&gone).unwrap();
+    let o3 = georag(&args);
+    assert!(o3.status.success(), "{}", text(&o3));
+    let p3 = json(&out.join("sweep.json"))["points"].as_array().unwrap().clone();
+    let statuses: Vec<&str> = p3.iter().map(|p| p["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["skipped", "skipped", "skipped", "complete", "skipped", "skipped"]);
+    assert!(strs(&p3[3]["reused"]).contains(&"index".to_string()));
+
+    // Provenance: `runs list` shows the six runs; `runs diff` names the differing key.
+    let l = georag(&["runs", "list", out.to_str().unwrap()]);
+    assert!(l.status.success(), "{}", text(&l));
+    let listing = String::from_utf8_lossy(&l.stdout).to_string();
+    assert_eq!(listing.lines().filter(|l| l.contains(" complete ")).count(), 6, "{listing}");
+    assert!(listing.contains("6 runs under"), "{listing}");
+    let a = out.join(points[0]["dir"].as_str().unwrap());
+    let b = out.join(points[1]["dir"].as_str().unwrap());
+    let d = georag(&["runs", "diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let diff = String::from_utf8_lossy(&d.stdout).to_string();
+    assert!(d.status.success(), "{}", text(&d));
+    assert!(diff.contains("methods.1.bandwidth_km") && diff.contains("comparable: yes"), "{diff}");
+    assert!(diff.contains("predictions") && !diff.contains("  index\n"), "the index is shared, the predictions differ: {diff}");
+    let run = json(&a.join("run.json"));
+    assert!(run["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(run["build"]["crates"]["faiss-sys"].is_string(), "{}", run["build"]);
+    assert!(run["started_at"].as_str().unwrap().ends_with('Z'));
+}
+
+/// A parser with a planted bug: it drops the sign of longitudes.
+struct DropsLonSign(Box<dyn Parser>);
+
+impl Parser for DropsLonSign {
+    fn name(&self) -> &'static str {
+        "drops_lon_sign"
+    }
+    fn parse(&self, text: &str, finish_reason: Option<&str>) -> Parsed {
+        let mut p = self.0.parse(text, finish_reason);
+        if let Some(c) = &mut p.coord {
+            c.lon = c.lon.abs();
+        }
+        p
+    }
+}
+
+/// Recorded answers parsed by `parser` into a predictions CSV, scored by `georag eval`.
+fn eval_answers(dir: &Path, name: &str, parser: &dyn Parser) -> PathBuf {
+    let cases: [(&str, LatLon, &str); 6] = [
+        ("nyc", LatLon { lat: 40.7128, lon: -74.006 }, "Latitude: 40.71, Longitude: -74.01"),
+        ("rio", LatLon { lat: -22.9068, lon: -43.1729 }, "{\"latitude\": -22.9, \"longitude\": -43.2}"),
+        ("paris", LatLon { lat: 48.8566, lon: 2.3522 }, "lat 48.86, lon 2.35"),
+        ("tokyo", LatLon { lat: 35.6762, lon: 139.6503 }, "Latitude: 35.7, Longitude: 139.7"),
+        ("lima", LatLon { lat: -12.0464, lon: -77.0428 }, "Latitude: -12.05, Longitude: -77.04"),
+        ("cairo", LatLon { lat: 30.0444, lon: 31.2357 }, "I cannot tell."),
+    ];
+    let mut csv = String::from("id,lat,lon,pred_lat,pred_lon\n");
+    for (id, t, answer) in cases {
+        let p = parser.parse(answer, Some("stop"));
+        let (a, b) = p.coord.map(|c| (c.lat.to_string(), c.lon.to_string())).unwrap_or_default();
+        csv.push_str(&format!("{id},{},{},{a},{b}\n", t.lat, t.lon));
+    }
+    // The same file name everywhere: eval names the method and dataset after it.
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    let f = dir.join(name).join("answers.csv");
+    std::fs::write(&f, csv).unwrap();
+    let out = dir.join(name).join("eval");
+    let o = georag(&["eval", "--predictions", f.to_str().unwrap(), "--out", out.to_str().unwrap(), "--no-plots"]);
+    assert!(o.status.success(), "{}", text(&o));
+    out
+}
+
+#[test]
+fn exact_check_passes_unchanged_and_fails_a_parser_that_drops_the_longitude_sign() {
+    let dir = common::tmp("gate-exact");
+    let base = eval_answers(&dir, "baseline", ParserSpec::Lenient.build().as_ref());
+    let same = eval_answers(&dir, "same", ParserSpec::Lenient.build().as_ref());
+    let bad = eval_answers(&dir, "planted", &DropsLonSign(ParserSpec::Lenient.build()));
+    let m = |d: &Path| d.join("metrics.json").to_string_lossy().into_owned();
+    let ok = georag(&["check", &m(&same), "--baseline", &m(&base), "--exact"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    let r = georag(&["check", &m(&bad), "--baseline", &m(&base), "--exact"]);
+    let out = text(&r);
+    assert_eq!(r.status.code(), Some(1), "{out}");
+    // Per threshold, and per changed image: the three western-hemisphere answers.
+    assert!(out.contains("acc@25km") && out.contains("CHANGED (exact mode)"), "{out}");
+    assert!(out.contains("3 images changed"), "{out}");
+    for id in ["nyc", "rio", "lima"] {
+        assert!(out.contains(&format!("/ {id}: ok (")), "{id} not listed: {out}");
+    }
+    assert!(!out.contains("/ paris:") && !out.contains("/ cairo:"), "{out}");
+    // A 1-point tolerance lets the same regression through only where it changes nothing; a
+    // floor catches it.
+    let floor = georag(&["check", &m(&bad), "--baseline", &m(&base), "--tolerance-pct", "100", "--min", "acc_2500km=60"]);
+    assert_eq!(floor.status.code(), Some(1), "{}", text(&floor));
+    assert!(text(&floor).contains("BELOW FLOOR"), "{}", text(&floor));
+    // Invalid input exits 2: a floor for a threshold the metrics lack, a missing file.
+    let e = georag(&["check", &m(&same), "--baseline", &m(&base), "--min", "acc_30km=1"]);
+    assert_eq!(e.status.code(), Some(2), "{}", text(&e));
+    assert!(text(&e).contains("acc_30km: ") && text(&e).contains("has no such threshold"), "{}", text(&e));
+    let e = georag(&["check", "/nonexistent/metrics.json", "--baseline", &m(&base)]);
+    assert_eq!(e.status.code(), Some(2), "{}", text(&e));
+}
+
+/// `georag validate` on a paper config, in a checkout with no datasets, models or weights:
+/// every missing piece is listed at once, each with the command that provides it; nothing runs.
+#[test]
+fn validate_lists_every_missing_piece_of_a_paper_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = root.join("configs/paper/g3_im2gps3k.yaml");
+    let tmp = common::tmp("validate");
+    // Run from an empty directory, so none of the config's relative paths exist.
+    let o = Command::new(env!("CARGO_BIN_EXE_georag")).current_dir(&tmp).args(["validate", cfg.to_str().unwrap()]).output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for (key, fix) in [
+        ("database.dir", "georag prepare mp16_pro"),
+        ("queries.dir", "georag prepare im2gps3k"),
+        ("encoder.dir", "huggingface-cli download openai/clip-vit-large-patch14"),
+        ("methods.1.selector.encoder.dir", "huggingface-cli download openai/clip-vit-large-patch14"),
+        ("methods.1.selector.encoder.weights", "scripts/fetch-geoclip.sh"),
+        ("retrieval.exclude", "--against"),
+    ] {
+        let at = out.find(&format!("MISSING {key}:")).unwrap_or_else(|| panic!("{key} not listed: {out}"));
+        let line2 = out[at..].lines().nth(1).unwrap_or("");
+        assert!(line2.contains(fix), "{key}: fix `{line2}` lacks `{fix}`");
+    }
+    assert!(out.contains("6 missing") && out.contains("nothing was run"), "{out}");
+    assert!(out.contains("NOTE the run sends MLLM requests to http://127.0.0.1:8000"), "{out}");
+    assert!(std::fs::read_dir(&tmp).unwrap().next().is_none(), "validate wrote something");
+    // Every paper config parses and validates its structure (the configs themselves are sound).
+    for f in std::fs::read_dir(root.join("configs/paper")).unwrap() {
+        let f = f.unwrap().path();
+        let o = Command::new(env!("CARGO_BIN_EXE_georag")).current_dir(&tmp).args(["validate", f.to_str().unwrap()]).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}: {}", f.display(), text(&o));
+        assert!(text(&o).contains("MISSING encoder.dir"), "{}: {}", f.display(), text(&o));
+    }
+}
