@@ -192,7 +192,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
     move |source| IndexError::Write(atomic::AtomicWriteError { path: path.to_path_buf(), source })
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, IndexError> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, IndexError> {
     let s = std::fs::read_to_string(path).map_err(io_err(path))?;
     serde_json::from_str(&s).map_err(|e| IndexError::Store { path: path.to_path_buf(), message: e.to_string() })
 }
@@ -209,7 +209,7 @@ fn write_faiss(index: &faiss::index::IndexImpl, path: &Path, factory: &str) -> R
 }
 
 /// Seeded uniform sample of `m` of `0..n`, sorted (partial Fisher-Yates).
-fn sample(n: usize, m: usize, seed: u64) -> Vec<usize> {
+pub(crate) fn sample(n: usize, m: usize, seed: u64) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     let mut rng = Rng::new(seed);
     let m = m.min(n);

@@ -66,10 +66,8 @@ pub fn tune(spec: &IndexSpec, built: &mut BuiltIndex, target: Option<f64>) -> Re
         return Err(IndexError::Build("index.recall.queries is 0: no recall queries were stored at build time".into()));
     }
     let layout = Layout::new(built.dir.clone());
-    let tr: TrainRecord = serde_json::from_str(&std::fs::read_to_string(layout.train_json()).map_err(|e| IndexError::Store { path: layout.train_json(), message: e.to_string() })?)
-        .map_err(|e| IndexError::Store { path: layout.train_json(), message: e.to_string() })?;
-    let truth: Vec<Vec<(u64, f32)>> = serde_json::from_str(&std::fs::read_to_string(layout.truth()).map_err(|e| IndexError::Store { path: layout.truth(), message: e.to_string() })?)
-        .map_err(|e| IndexError::Store { path: layout.truth(), message: e.to_string() })?;
+    let tr: TrainRecord = build::read_json(&layout.train_json())?;
+    let truth: Vec<Vec<(u64, f32)>> = build::read_json(&layout.truth())?;
     let mut points = vec![];
     for v in grid(knob, build::nlist_of(built.index.inner()).or(tr.nlist)) {
         let mut s = spec.clone();

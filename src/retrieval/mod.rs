@@ -237,19 +237,13 @@ pub fn retrieve_with(
     let extra = usize::from(spec.exclude_same_id) + exclude.values().map(HashMap::len).max().unwrap_or(0);
     let index_row = |r: usize| (rows.ids[r].clone(), LatLon { lat: rows.lat[r], lon: rows.lon[r] });
     // `lowest`: an exact flat index over a seeded sample of the database.
-    let lowest = match (&spec.dissimilar, spec.dissimilar_k) {
+    let mut lowest = match (&spec.dissimilar, spec.dissimilar_k) {
         (DissimilarMode::Lowest { sample, seed }, dk) if dk > 0 => {
             let db = db.ok_or_else(|| IndexError::Build("dissimilar mode `lowest` needs the database embeddings (not available with imported neighbours)".into()))?;
             let okdb: Vec<usize> = (0..db.len()).filter(|&i| db.status[i] == Status::Ok).collect();
-            let mut pick = okdb.clone();
-            let mut rng = crate::util::rng::Rng::new(*seed);
-            let m = (*sample).min(pick.len());
-            for i in 0..m {
-                let j = i + rng.below(pick.len() - i);
-                pick.swap(i, j);
-            }
-            pick.truncate(m);
-            pick.sort_unstable();
+            // The same seeded sample the index draws its training rows with.
+            let pick: Vec<usize> = crate::index::build::sample(okdb.len(), *sample, *seed).into_iter().map(|i| okdb[i]).collect();
+            let m = pick.len();
             let mut x = Vec::with_capacity(m * db.dim);
             for &i in &pick {
                 x.extend_from_slice(db.row(i));
@@ -258,7 +252,6 @@ pub fn retrieve_with(
         }
         _ => None,
     };
-    let mut lowest = lowest;
     let far = match spec.dissimilar {
         DissimilarMode::FarFromTop1 { km, search_k } => Some((km, search_k.max(spec.dissimilar_k + extra))),
         _ => None,
