@@ -629,7 +629,10 @@ fn real_main() -> Result<ExitCode> {
                 a.out.display()
             );
             let t = o.timings_s;
-            println!("wall-clock s: read+join {:.2}, score {:.2}, write outputs {:.2}", t.read, t.score, t.write);
+            println!(
+                "wall-clock s (Instant around each stage): read {:.2}, join {:.2}, score {:.2}, write outputs {:.2}",
+                t.read, t.join, t.score, t.write
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Compare(a) => {

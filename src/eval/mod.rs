@@ -11,19 +11,21 @@
 //! - per-row problems are data (statuses and [`Issue`]s), not errors.
 
 pub mod compare;
+pub mod join;
 pub mod published;
 pub mod read;
 pub mod report_cmd;
 
 use crate::metrics::{Convention, DistanceModel, FailurePolicy, MetricsError, MetricsFile, MetricsRow, ThresholdOp};
-use crate::record::{CoordError, LatLon, PredictionRecord, Status};
+use crate::record::PredictionRecord;
 use crate::report::{self, MethodResult, ReportError, ReportExtras, ReportInput};
 use crate::util::atomic::{self, AtomicWriteError};
-use read::{Loaded, Loc, Num, ReadError, Role, UsedColumn};
-use std::collections::HashMap;
+use polars::prelude::PolarsError;
+use read::{Loaded, Loc, ReadError, Role, UsedColumn};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use join::{Cells, Side, build_records, join};
 pub use compare::{CompareArgs, CompareError, CompareOutcome, run_compare};
 pub use report_cmd::{ReportArgs, ReportCmdError, ReportCmdOutcome, run_report};
 
@@ -198,98 +200,6 @@ impl Issues {
     }
 }
 
-/// A ground-truth or prediction row: location, id and two numeric cells (lat, lon).
-#[derive(Clone, Copy, Debug)]
-pub struct Cells<'a> {
-    pub loc: Loc,
-    pub id: &'a str,
-    pub lat: &'a Num,
-    pub lon: &'a Num,
-}
-
-fn coord(lat: &Num, lon: &Num) -> Result<LatLon, (Status, String)> {
-    match (lat, lon) {
-        (Num::Value(a), Num::Value(b)) => LatLon::new(*a, *b).map_err(|e| {
-            let st = if e == CoordError::NotFinite { Status::Unparseable } else { Status::OutOfRange };
-            (st, format!("({a}, {b}): {e}"))
-        }),
-        (Num::Garbage(g), _) | (_, Num::Garbage(g)) => Err((Status::Unparseable, format!("`{g}` is not a number"))),
-        _ => Err((Status::Unparseable, "empty coordinate".into())),
-    }
-}
-
-/// Join ground truth and predictions by id into the evaluated records (ground-truth order).
-pub fn build_records<'a>(
-    gt_file: &Path,
-    gt: impl IntoIterator<Item = Cells<'a>>,
-    pred_file: &Path,
-    preds: impl IntoIterator<Item = Cells<'a>>,
-) -> (Vec<PredictionRecord>, Issues) {
-    let mut issues = Vec::new();
-    let issue = |kind, file: &Path, c: &Cells, message: String| Issue {
-        kind,
-        file: file.to_path_buf(),
-        loc: c.loc,
-        id: c.id.to_string(),
-        message,
-    };
-    let mut truth: Vec<(&str, LatLon)> = Vec::new();
-    let mut gt_seen: HashMap<&str, Loc> = HashMap::new();
-    for c in gt {
-        if c.id.is_empty() {
-            issues.push(issue(IssueKind::GtEmptyId, gt_file, &c, "no id: not evaluated".into()));
-            continue;
-        }
-        if let Some(first) = gt_seen.get(c.id) {
-            issues.push(issue(IssueKind::GtDuplicate, gt_file, &c, format!("duplicate of {first}: not evaluated twice")));
-            continue;
-        }
-        gt_seen.insert(c.id, c.loc);
-        match coord(c.lat, c.lon) {
-            Ok(t) => {
-                if t.lat == 0.0 && t.lon == 0.0 {
-                    issues.push(issue(IssueKind::GtNullIsland, gt_file, &c, "ground truth is (0, 0), Flickr's \"no location\": evaluated, check it".into()));
-                }
-                truth.push((c.id, t));
-            }
-            Err((_, msg)) => issues.push(issue(IssueKind::GtInvalid, gt_file, &c, format!("ground truth {msg}: not evaluated"))),
-        }
-    }
-    let mut pred: HashMap<&str, Cells> = HashMap::with_capacity(truth.len());
-    for c in preds {
-        if !gt_seen.contains_key(c.id) {
-            issues.push(issue(IssueKind::PredUnknownId, pred_file, &c, "id not in the ground truth: ignored".into()));
-            continue;
-        }
-        match pred.get(c.id) {
-            Some(first) => {
-                let same = first.lat == c.lat && first.lon == c.lon;
-                let how = if same { "same values" } else { "DIFFERENT values" };
-                issues.push(issue(
-                    IssueKind::PredDuplicate,
-                    pred_file,
-                    &c,
-                    format!("duplicate of {} ({how}): the first row is used", first.loc),
-                ));
-            }
-            None => {
-                pred.insert(c.id, c);
-            }
-        }
-    }
-    let records = truth
-        .into_iter()
-        .map(|(id, t)| match pred.get(id) {
-            None => PredictionRecord::failed(id, t, Status::Missing),
-            Some(c) => match coord(c.lat, c.lon) {
-                Ok(p) => PredictionRecord::ok(id, t, p),
-                Err((st, _)) => PredictionRecord::failed(id, t, st),
-            },
-        })
-        .collect();
-    (records, Issues(issues))
-}
-
 /// Error of `georag eval`.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -299,6 +209,8 @@ pub enum EvalError {
     Thresholds(String),
     #[error("{0}")]
     Usage(String),
+    #[error("joining {gt} with {pred} by id: {source}")]
+    Join { gt: PathBuf, pred: PathBuf, source: PolarsError },
     #[error("{path}: no ground-truth row could be evaluated ({issues} problem rows; first: {first})")]
     NoGroundTruth { path: PathBuf, issues: usize, first: String },
     #[error(transparent)]
@@ -320,14 +232,17 @@ pub struct EvalOutcome {
     /// How each column was chosen, e.g. "predictions: pred-lat = `PRED_LAT` (column 3, detected)".
     pub columns: Vec<String>,
     pub files: Vec<PathBuf>,
-    /// Wall-clock seconds: reading and joining the files, scoring, writing the outputs.
+    /// Wall-clock seconds: reading the files, joining them, scoring, writing the outputs.
     pub timings_s: Timings,
 }
 
-/// Wall-clock seconds of the stages of `georag eval`.
+/// Wall-clock seconds of the stages of `georag eval` (`std::time::Instant` around each).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Timings {
+    /// Headers, column detection and the polars reads of both files.
     pub read: f64,
+    /// The id join and the records (coordinates checked, statuses).
+    pub join: f64,
     pub score: f64,
     pub write: f64,
 }
@@ -344,8 +259,19 @@ fn need(path: &Path, headers: &[String], role: Role, explicit: Option<&str>) -> 
     })
 }
 
+fn join_err(gt: &Path, pred: &Path) -> impl FnOnce(PolarsError) -> EvalError {
+    let (gt, pred) = (gt.to_path_buf(), pred.to_path_buf());
+    move |source| EvalError::Join { gt, pred, source }
+}
+
 /// Read the files named in `args` and join them (no scoring, no output).
 pub fn load(args: &EvalArgs) -> Result<(Vec<PredictionRecord>, Issues, Vec<String>), EvalError> {
+    load_timed(args, &mut Timings::default())
+}
+
+/// [`load`], with the seconds spent reading and joining recorded in `t`.
+fn load_timed(args: &EvalArgs, t: &mut Timings) -> Result<(Vec<PredictionRecord>, Issues, Vec<String>), EvalError> {
+    let t0 = std::time::Instant::now();
     let pp = &args.predictions;
     let ph = read::headers(pp)?;
     let pid = need(pp, &ph, Role::Id, args.id_col.as_deref())?;
@@ -359,9 +285,10 @@ pub fn load(args: &EvalArgs) -> Result<(Vec<PredictionRecord>, Issues, Vec<Strin
             let cols = vec![pid, lat, lon, plat, plon];
             columns.extend(cols.iter().map(|c| format!("{}: {c}", pp.display())));
             let l = read::read_columns(pp, ph, cols)?;
-            let gt = l.rows.iter().map(|r| Cells { loc: r.loc, id: &r.id, lat: &r.values[0], lon: &r.values[1] });
-            let pr = l.rows.iter().map(|r| Cells { loc: r.loc, id: &r.id, lat: &r.values[2], lon: &r.values[3] });
-            let (recs, issues) = build_records(pp, gt, pp, pr);
+            let t1 = std::time::Instant::now();
+            t.read = (t1 - t0).as_secs_f64();
+            let (recs, issues) = join(&Side::of(&l, 0, 1), &Side::of(&l, 2, 3), true).map_err(join_err(pp, pp))?;
+            t.join = t1.elapsed().as_secs_f64();
             Ok((recs, issues, columns))
         }
         Some(gp) => {
@@ -395,9 +322,10 @@ pub fn load(args: &EvalArgs) -> Result<(Vec<PredictionRecord>, Issues, Vec<Strin
             columns.extend(pcols.iter().map(|c| format!("{}: {c}", pp.display())));
             let g: Loaded = read::read_columns(gp, gh, gcols)?;
             let p: Loaded = read::read_columns(pp, ph, pcols)?;
-            let gt = g.rows.iter().map(|r| Cells { loc: r.loc, id: &r.id, lat: &r.values[0], lon: &r.values[1] });
-            let pr = p.rows.iter().map(|r| Cells { loc: r.loc, id: &r.id, lat: &r.values[0], lon: &r.values[1] });
-            let (recs, issues) = build_records(gp, gt, pp, pr);
+            let t1 = std::time::Instant::now();
+            t.read = (t1 - t0).as_secs_f64();
+            let (recs, issues) = join(&Side::of(&g, 0, 1), &Side::of(&p, 0, 1), false).map_err(join_err(gp, pp))?;
+            t.join = t1.elapsed().as_secs_f64();
             Ok((recs, issues, columns))
         }
     }
@@ -423,9 +351,8 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalOutcome, EvalError> {
     let aliases = parse_matches(&args.matches).map_err(EvalError::Usage)?;
     let published = args.published.as_deref().map(published::PublishedFile::read).transpose()?;
     let conv = Convention { distance: args.distance, threshold_op: args.threshold_op, failures: args.failures, thresholds_km };
-    let t0 = std::time::Instant::now();
-    let (records, issues, columns) = load(args)?;
-    let read_s = t0.elapsed().as_secs_f64();
+    let mut timings_s = Timings::default();
+    let (records, issues, columns) = load_timed(args, &mut timings_s)?;
     let gt_path = args.ground_truth.as_ref().unwrap_or(&args.predictions);
     if records.is_empty() {
         return Err(EvalError::NoGroundTruth {
@@ -476,13 +403,16 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalOutcome, EvalError> {
     let rep = report::write_report_with(out, &input, &extras)?;
     files.extend(rep.files);
     let records = results.into_iter().next().map(|r| r.records).unwrap_or_default();
-    let timings_s = Timings { read: read_s, score: score_s, write: t2.elapsed().as_secs_f64() };
+    timings_s.score = score_s;
+    timings_s.write = t2.elapsed().as_secs_f64();
     Ok(EvalOutcome { metrics: row, records, issues, columns, files, timings_s })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Status;
+    use read::Num;
 
     fn cells<'a>(rows: &'a [(u64, &'a str, Num, Num)]) -> impl Iterator<Item = Cells<'a>> {
         rows.iter().map(|(l, id, a, b)| Cells { loc: Loc::Line(*l), id, lat: a, lon: b })
@@ -507,7 +437,7 @@ mod tests {
             (5, "c", Value(0.0), Value(200.0)),
             (6, "zz", Value(0.0), Value(0.0)),
         ];
-        let (recs, issues) = build_records(Path::new("gt.csv"), cells(&gt), Path::new("p.csv"), cells(&pr));
+        let (recs, issues) = build_records(Path::new("gt.csv"), cells(&gt), Path::new("p.csv"), cells(&pr)).unwrap();
         let st: Vec<(&str, Status)> = recs.iter().map(|r| (r.id.as_str(), r.status)).collect();
         assert_eq!(
             st,

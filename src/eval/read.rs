@@ -1,15 +1,17 @@
-//! Reading other people's per-image files (CSV and Parquet) with column detection.
+//! Reading other people's per-image files (CSV and Parquet) with column detection, on polars'
+//! readers (the analysis plane; see ARCHITECTURE.md, "Data plane vs analysis plane").
 //!
 //! Invariants: a file is read as written — cells are never clamped or repaired; an empty or
 //! non-numeric cell is kept as such ([`Num::Empty`], [`Num::Garbage`]) for the caller to turn into
-//! a status; every row keeps its location (CSV line or Parquet row) so that problems can be
-//! reported with the offending rows named.
+//! a status; every row keeps its location (CSV line or Parquet row, [`Locs`]) so that problems
+//! can be reported with the offending rows named.
 
 use crate::util::suggest;
-use arrow::array::{Array, Float64Array, StringArray};
-use arrow::datatypes::DataType;
+use polars::prelude::*;
+use rayon::prelude::*;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 /// The role a column plays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,14 +113,6 @@ impl Num {
     }
 }
 
-/// One data row: id and the numeric cells of the requested roles (same order as requested).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Row {
-    pub loc: Loc,
-    pub id: String,
-    pub values: Vec<Num>,
-}
-
 /// How a column was chosen.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UsedColumn {
@@ -137,14 +131,106 @@ impl fmt::Display for UsedColumn {
     }
 }
 
-/// A file read for a set of roles.
-#[derive(Clone, Debug)]
+/// A numeric column as read from the file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NumColumn {
+    /// Every cell was a number to the reader (`None`: an empty cell, a null, a short row).
+    Float(Vec<Option<f64>>),
+    /// The cells as text, each parsed by [`Num::parse`] (a column with some non-numeric cell).
+    Cells(Vec<Num>),
+}
+
+impl NumColumn {
+    pub fn len(&self) -> usize {
+        match self {
+            NumColumn::Float(v) => v.len(),
+            NumColumn::Cells(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cell of data row `i` (0-based).
+    pub fn get(&self, i: usize) -> Num {
+        match self {
+            NumColumn::Float(v) => v[i].map_or(Num::Empty, Num::Value),
+            NumColumn::Cells(v) => v[i].clone(),
+        }
+    }
+}
+
+/// Where the data rows of a file are, for messages.
+#[derive(Debug)]
+pub enum Locs {
+    /// Parquet: data row `i` (0-based) is [`Loc::Row`]`(i + 1)`.
+    Rows,
+    /// CSV: the line of every record, counted from the file's bytes the first time one is asked
+    /// for (a file without a problem to report never pays for it). `None` when the file could
+    /// not be read again or its records did not match the rows read; rows are then numbered as
+    /// [`Loc::Row`].
+    Lines { path: PathBuf, rows: usize, kept: Option<Vec<usize>>, lines: OnceLock<Option<Vec<u64>>> },
+    /// Given by the caller, one per row.
+    Given(Vec<Loc>),
+}
+
+impl Locs {
+    /// The rows of a CSV file read by polars (`rows` of them).
+    pub fn csv(path: &Path, rows: usize) -> Locs {
+        Locs::Lines { path: path.to_path_buf(), rows, kept: None, lines: OnceLock::new() }
+    }
+
+    /// Location of data row `i` (0-based).
+    pub fn loc(&self, i: usize) -> Loc {
+        match self {
+            Locs::Rows => Loc::Row(i as u64 + 1),
+            Locs::Given(v) => v[i],
+            Locs::Lines { path, rows, kept, lines } => {
+                let i = kept.as_ref().map_or(i, |k| k[i]);
+                let lines = lines.get_or_init(|| {
+                    let bytes = std::fs::read(path).ok()?;
+                    let l = record_lines(&bytes);
+                    (l.len() == *rows).then_some(l)
+                });
+                match lines {
+                    Some(l) => Loc::Line(l[i]),
+                    None => Loc::Row(i as u64 + 1),
+                }
+            }
+        }
+    }
+}
+
+/// A file read for a set of roles, column by column.
+#[derive(Debug)]
 pub struct Loaded {
     pub path: PathBuf,
     pub headers: Vec<String>,
     /// Columns used, in the order of the requested roles (id first).
     pub columns: Vec<UsedColumn>,
-    pub rows: Vec<Row>,
+    /// The id of every data row (`columns[0]`), surrounding spaces removed; an empty cell or a
+    /// null is the empty id. One chunk, no nulls.
+    pub ids: StringChunked,
+    /// The numeric columns `columns[1..]`, in order, each as long as `ids`.
+    pub values: Vec<NumColumn>,
+    pub locs: Locs,
+}
+
+impl Loaded {
+    /// Number of data rows.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Id of data row `i` (0-based).
+    pub fn id(&self, i: usize) -> &str {
+        self.ids.get(i).unwrap_or("")
+    }
 }
 
 /// Error reading a predictions or ground-truth file. Each names the file (and row/column when
@@ -155,10 +241,12 @@ pub enum ReadError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}, {loc}: {source}")]
     Csv { path: PathBuf, loc: Loc, source: csv::Error },
+    /// The CSV or Parquet reader failed on the file (malformed CSV, invalid UTF-8, a corrupt
+    /// Parquet file); polars' message names the column where it knows it.
     #[error("{path}: {source}")]
-    Parquet { path: PathBuf, source: parquet::errors::ParquetError },
+    Polars { path: PathBuf, source: PolarsError },
     #[error("{path}: column `{column}`: {source}")]
-    Arrow { path: PathBuf, column: String, source: arrow::error::ArrowError },
+    Column { path: PathBuf, column: String, source: PolarsError },
     #[error("{path}: no {role} column found; headers are {headers}; give it with --{role}-col NAME (or #INDEX, 0-based)")]
     NoColumn { path: PathBuf, role: &'static str, headers: String },
     /// `what` says where the name came from: `` --id-col `X` `` or a dataset definition's role.
@@ -214,10 +302,13 @@ pub fn resolve_given(
 /// Headers of a CSV or Parquet file (chosen by extension: `.parquet`/`.pq` is Parquet).
 pub fn headers(path: &Path) -> Result<Vec<String>, ReadError> {
     if is_parquet(path) {
-        let b = parquet_builder(path)?;
-        Ok(b.schema().fields().iter().map(|f| f.name().clone()).collect())
+        let schema = parquet_reader(path)?.schema().map_err(|source| polars_err(path, source))?;
+        Ok(schema.iter_names().map(|n| n.to_string()).collect())
     } else {
-        let mut rd = csv_reader(path)?;
+        // The header line alone, by the csv crate: its cells are cleaned of a BOM, spaces and
+        // stray quotes before detection, and the polars reader is then given positions.
+        let f = std::fs::File::open(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
+        let mut rd = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(f);
         let h = rd.headers().map_err(|source| ReadError::Csv { path: path.to_path_buf(), loc: Loc::Line(1), source })?;
         let h: Vec<String> = h.iter().map(|s| s.trim_start_matches('\u{feff}').trim().trim_matches('"').to_string()).collect();
         if h.is_empty() || (h.len() == 1 && h[0].is_empty()) {
@@ -235,113 +326,195 @@ pub fn is_parquet(path: &Path) -> bool {
     )
 }
 
-fn csv_reader(path: &Path) -> Result<csv::Reader<std::fs::File>, ReadError> {
-    let f = std::fs::File::open(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
-    Ok(csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(f))
+fn polars_err(path: &Path, source: PolarsError) -> ReadError {
+    ReadError::Polars { path: path.to_path_buf(), source }
 }
 
-fn parquet_builder(
-    path: &Path,
-) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<std::fs::File>, ReadError> {
+fn parquet_reader(path: &Path) -> Result<ParquetReader<std::fs::File>, ReadError> {
     let f = std::fs::File::open(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
-    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|source| ReadError::Parquet { path: path.to_path_buf(), source })
+    Ok(ParquetReader::new(f))
 }
 
 /// Read the id column and the numeric columns `columns[1..]` (already resolved; `columns[0]` is
-/// the id) of a CSV or Parquet file.
+/// the id) of a CSV or Parquet file with polars' multi-threaded readers, only those columns.
 pub fn read_columns(path: &Path, headers: Vec<String>, columns: Vec<UsedColumn>) -> Result<Loaded, ReadError> {
-    let rows = if is_parquet(path) { read_parquet(path, &columns)? } else { read_csv(path, &columns)? };
-    Ok(Loaded { path: path.to_path_buf(), headers, columns, rows })
+    // Positions read, ascending; the frame holds them in this order.
+    let mut proj: Vec<usize> = columns.iter().map(|c| c.index).collect();
+    proj.sort_unstable();
+    proj.dedup();
+    let (df, locs) = if is_parquet(path) {
+        let df = parquet_reader(path)?
+            .with_projection(Some(proj.clone()))
+            .finish()
+            .map_err(|source| polars_err(path, source))?;
+        (df, Locs::Rows)
+    } else {
+        let df = read_csv(path, headers.len(), &proj, &columns)?;
+        let rows = df.height();
+        let (df, kept) = drop_blank_rows(df).map_err(|source| polars_err(path, source))?;
+        (df, Locs::Lines { path: path.to_path_buf(), rows, kept, lines: OnceLock::new() })
+    };
+    let col = |c: &UsedColumn| {
+        let at = proj.binary_search(&c.index).expect("every used column is projected");
+        df.columns()[at].as_materialized_series()
+    };
+    let column_err = |c: &UsedColumn| {
+        let column = c.header.clone();
+        move |source| ReadError::Column { path: path.to_path_buf(), column, source }
+    };
+    let ids = id_column(col(&columns[0])).map_err(column_err(&columns[0]))?;
+    let values = columns[1..]
+        .iter()
+        .map(|c| num_column(col(c)).map_err(column_err(c)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Loaded { path: path.to_path_buf(), headers, columns, ids, values, locs })
 }
 
-fn read_csv(path: &Path, columns: &[UsedColumn]) -> Result<Vec<Row>, ReadError> {
-    // The whole file in memory: line numbers are counted from byte offsets, because the csv
-    // crate's own line counter lags by one after CRLF record terminators.
-    let bytes = std::fs::read(path).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
-    let mut rd = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(bytes.as_slice());
-    let mut lines = LineCounter::default();
-    let mut rec = csv::StringRecord::new();
-    let mut rows = Vec::new();
-    loop {
-        let at = rd.position().byte() as usize;
-        match rd.read_record(&mut rec) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(source) => {
-                return Err(ReadError::Csv { path: path.to_path_buf(), loc: Loc::Line(lines.line_at(&bytes, at)), source });
-            }
+/// Name of the `i`-th column in the frames read here (positions, not the file's header cells,
+/// which may repeat or be empty).
+fn position_name(i: usize) -> PlSmallStr {
+    format!("#{i}").into()
+}
+
+/// Read the projected positions of a CSV ([`csv_options`]). Numeric columns are first read as
+/// Float64 (polars parses them in parallel); a file where one such cell is not a number to
+/// polars is read again with them as text, which [`Num::parse`] reads cell by cell.
+fn read_csv(path: &Path, n_cols: usize, proj: &[usize], columns: &[UsedColumn]) -> Result<DataFrame, ReadError> {
+    let read = |numbers_as_float: bool| {
+        let numeric = |i: usize| i != columns[0].index && columns[1..].iter().any(|c| c.index == i);
+        let dtype = |i: usize| if numeric(i) && numbers_as_float { DataType::Float64 } else { DataType::String };
+        csv_options(n_cols, proj, dtype).try_into_reader_with_file_path(Some(path.to_path_buf()))?.finish()
+    };
+    read(true).or_else(|_| read(false)).map_err(|source| polars_err(path, source))
+}
+
+/// Columns at positions `at` of a CSV file of `n_cols` columns, every one as text (nulls for
+/// empty cells), one chunk each, in the order of `at`.
+pub fn text_columns(path: &Path, n_cols: usize, at: &[usize]) -> PolarsResult<Vec<StringChunked>> {
+    let mut proj = at.to_vec();
+    proj.sort_unstable();
+    proj.dedup();
+    let df = csv_options(n_cols, &proj, |_| DataType::String)
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))?
+        .finish()?;
+    at.iter()
+        .map(|i| {
+            let c = &df.columns()[proj.binary_search(i).expect("projected")];
+            Ok(c.as_materialized_series().str()?.rechunk().into_owned())
+        })
+        .collect()
+}
+
+/// Options of the CSV reads here: the header line skipped and every column named by its
+/// position with the type `dtype(position)`, only the positions `proj` (ascending) read, ragged
+/// rows as the csv crate's flexible mode reads them (short rows: empty cells; long rows: extra
+/// cells ignored), a file without data rows an empty frame.
+fn csv_options(n_cols: usize, proj: &[usize], dtype: impl Fn(usize) -> DataType) -> CsvReadOptions {
+    let mut schema = Schema::with_capacity(n_cols);
+    for i in 0..n_cols {
+        schema.with_column(position_name(i), dtype(i));
+    }
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .with_schema(Some(Arc::new(schema)))
+        .with_projection(Some(Arc::new(proj.to_vec())))
+        .with_raise_if_empty(false)
+        .map_parse_options(|o| o.with_truncate_ragged_lines(true))
+}
+
+/// Rows where every column read is null: blank lines, which polars reads as rows and the csv
+/// crate (and so georag before polars) skips. Returns the other rows and, when some were
+/// dropped, the record index of each row kept.
+fn drop_blank_rows(df: DataFrame) -> PolarsResult<(DataFrame, Option<Vec<usize>>)> {
+    if df.columns().iter().any(|c| c.null_count() == 0) {
+        return Ok((df, None));
+    }
+    let mut blank = vec![true; df.height()];
+    for c in df.columns() {
+        let s = c.as_materialized_series();
+        for (b, n) in blank.iter_mut().zip(s.is_null().iter()) {
+            *b &= n.unwrap_or(false);
         }
-        // A blank line (e.g. trailing CRLF pairs) yields one empty field: skip it.
-        if rec.len() == 1 && rec[0].trim().is_empty() {
+    }
+    if !blank.iter().any(|b| *b) {
+        return Ok((df, None));
+    }
+    let kept: Vec<usize> = (0..blank.len()).filter(|i| !blank[*i]).collect();
+    let mask: BooleanChunked = blank.iter().map(|b| Some(!*b)).collect();
+    Ok((df.filter(&mask)?, Some(kept)))
+}
+
+/// Ids as text (integers and other types cast), trimmed, nulls as the empty id, one chunk.
+fn id_column(s: &Series) -> PolarsResult<StringChunked> {
+    let s = s.cast(&DataType::String)?;
+    let ca = s.str()?.rechunk().into_owned();
+    let clean = ca.null_count() == 0 && ca.iter().all(|v| v.is_none_or(|t| t.trim().len() == t.len()));
+    if clean {
+        return Ok(ca);
+    }
+    Ok(StringChunked::from_iter_values(ca.name().clone(), ca.iter().map(|v| v.unwrap_or("").trim())))
+}
+
+/// A numeric column: text columns (CSV read as text, Parquet string or dictionary columns) are
+/// parsed cell by cell in parallel; any other type is cast to Float64 (an impossible cast is an
+/// error naming the column).
+fn num_column(s: &Series) -> PolarsResult<NumColumn> {
+    let dt = s.dtype();
+    if dt.is_string() || dt.is_categorical() || dt.is_enum() {
+        let s = s.cast(&DataType::String)?;
+        let cells: Vec<Option<&str>> = s.str()?.iter().collect();
+        return Ok(NumColumn::Cells(cells.par_iter().map(|c| c.map_or(Num::Empty, Num::parse)).collect()));
+    }
+    let f = s.strict_cast(&DataType::Float64)?;
+    Ok(NumColumn::Float(f.f64()?.iter().collect()))
+}
+
+/// 1-based line of every data record of a CSV file (the header is line 1), as polars splits
+/// records: a quoted field may span lines, and a blank line is a record (of nulls, dropped later
+/// by [`drop_blank_rows`]); a final line end closes the last record.
+fn record_lines(bytes: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut line = 1u64;
+    let mut in_quotes = false;
+    // Whether the current record has any byte yet, and the line it started on.
+    let mut started = false;
+    let mut start_line = 1u64;
+    let mut header = true;
+    for &b in bytes {
+        if !started && !in_quotes && b == b'\n' {
+            if !header {
+                out.push(line);
+            }
+            header = false;
+            line += 1;
             continue;
         }
-        let start = rec.position().map(|p| p.byte() as usize).unwrap_or(at);
-        let line = lines.line_at(&bytes, start);
-        let id = rec.get(columns[0].index).unwrap_or("").trim().to_string();
-        let values = columns[1..].iter().map(|c| rec.get(c.index).map(Num::parse).unwrap_or(Num::Empty)).collect();
-        rows.push(Row { loc: Loc::Line(line), id, values });
-    }
-    Ok(rows)
-}
-
-/// 1-based line number of the first non-newline byte at or after a byte offset, counted
-/// incrementally (offsets must not decrease).
-#[derive(Default)]
-struct LineCounter {
-    pos: usize,
-    newlines: u64,
-}
-
-impl LineCounter {
-    fn line_at(&mut self, bytes: &[u8], mut at: usize) -> u64 {
-        while at < bytes.len() && (bytes[at] == b'\r' || bytes[at] == b'\n') {
-            at += 1;
+        if !started && !in_quotes && b == b'\r' {
+            continue;
         }
-        let at = at.max(self.pos).min(bytes.len());
-        self.newlines += bytes[self.pos..at].iter().filter(|b| **b == b'\n').count() as u64;
-        self.pos = at;
-        self.newlines + 1
-    }
-}
-
-fn read_parquet(path: &Path, columns: &[UsedColumn]) -> Result<Vec<Row>, ReadError> {
-    let reader = parquet_builder(path)?
-        .build()
-        .map_err(|source| ReadError::Parquet { path: path.to_path_buf(), source })?;
-    let arrow_err = |c: &UsedColumn, source| ReadError::Arrow { path: path.to_path_buf(), column: c.header.clone(), source };
-    let mut rows = Vec::new();
-    let mut base = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|source| ReadError::Arrow { path: path.to_path_buf(), column: "*".into(), source })?;
-        let ids = arrow::compute::cast(batch.column(columns[0].index), &DataType::Utf8).map_err(|e| arrow_err(&columns[0], e))?;
-        let ids = ids.as_any().downcast_ref::<StringArray>().expect("cast to Utf8 gives a StringArray");
-        // Each numeric column as either parsed text (string columns) or float values.
-        let mut cols: Vec<Vec<Num>> = Vec::new();
-        for c in &columns[1..] {
-            let arr = batch.column(c.index);
-            let v: Vec<Num> = match arr.data_type() {
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _) => {
-                    let s = arrow::compute::cast(arr, &DataType::Utf8).map_err(|e| arrow_err(c, e))?;
-                    let s = s.as_any().downcast_ref::<StringArray>().expect("Utf8");
-                    (0..s.len()).map(|i| if s.is_null(i) { Num::Empty } else { Num::parse(s.value(i)) }).collect()
+        if !started {
+            started = true;
+            start_line = line;
+        }
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b'\n' => {
+                line += 1;
+                if !in_quotes {
+                    if !header {
+                        out.push(start_line);
+                    }
+                    header = false;
+                    started = false;
                 }
-                _ => {
-                    let f = arrow::compute::cast(arr, &DataType::Float64).map_err(|e| arrow_err(c, e))?;
-                    let f = f.as_any().downcast_ref::<Float64Array>().expect("Float64");
-                    (0..f.len()).map(|i| if f.is_null(i) { Num::Empty } else { Num::Value(f.value(i)) }).collect()
-                }
-            };
-            cols.push(v);
+            }
+            _ => {}
         }
-        for i in 0..batch.num_rows() {
-            let id = if ids.is_null(i) { String::new() } else { ids.value(i).trim().to_string() };
-            let values = cols.iter().map(|c| c[i].clone()).collect();
-            rows.push(Row { loc: Loc::Row(base + i as u64 + 1), id, values });
-        }
-        base += batch.num_rows() as u64;
     }
-    Ok(rows)
+    if started && !header {
+        out.push(start_line);
+    }
+    out
 }
 
 #[cfg(test)]

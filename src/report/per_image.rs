@@ -126,6 +126,8 @@ mod num_text {
 pub enum PerImageError {
     #[error("reading {path}: {source}")]
     Csv { path: PathBuf, source: csv::Error },
+    #[error("reading {path}: {source}")]
+    Polars { path: PathBuf, source: polars::prelude::PolarsError },
     #[error("{path}: not a georag per_image.csv (missing column `{column}`)")]
     Header { path: PathBuf, column: &'static str },
     #[error("{path}, line {line}, column `{column}`: {message}")]
@@ -133,10 +135,12 @@ pub enum PerImageError {
 }
 
 /// Read a `per_image.csv` back into one [`MethodResult`] per (method, dataset), in file order.
+/// The header is read by the csv crate, the rows by polars' multi-threaded CSV reader (every
+/// column as text, so numbers are parsed here as they were written, bit-exact); a bad cell is an
+/// error naming its line (counted from the file's records only then) and column.
 pub fn read(path: &Path) -> Result<Vec<MethodResult>, PerImageError> {
     let csv_err = |source| PerImageError::Csv { path: path.to_path_buf(), source };
-    let mut rd = csv::Reader::from_path(path).map_err(csv_err)?;
-    let headers = rd.headers().map_err(csv_err)?.clone();
+    let headers = csv::Reader::from_path(path).map_err(csv_err)?.headers().map_err(csv_err)?.clone();
     let mut idx = [0usize; 10];
     for (i, c) in COLUMNS.iter().enumerate() {
         idx[i] = headers
@@ -144,12 +148,19 @@ pub fn read(path: &Path) -> Result<Vec<MethodResult>, PerImageError> {
             .position(|h| h == *c)
             .ok_or(PerImageError::Header { path: path.to_path_buf(), column: c })?;
     }
+    let cols = crate::eval::read::text_columns(path, headers.len(), &idx)
+        .map_err(|source| PerImageError::Polars { path: path.to_path_buf(), source })?;
+    let locs = crate::eval::read::Locs::csv(path, cols.first().map_or(0, |c| c.len()));
     let mut out: Vec<MethodResult> = Vec::new();
-    for rec in rd.records() {
-        let rec = rec.map_err(csv_err)?;
-        let line = rec.position().map(|p| p.line()).unwrap_or(0);
-        let cell = |k: usize| rec.get(idx[k]).unwrap_or("");
-        let bad = |k: usize, message: String| PerImageError::Cell { path: path.to_path_buf(), line, column: COLUMNS[k], message };
+    for row in 0..cols[0].len() {
+        let cell = |k: usize| cols[k].get(row).unwrap_or("");
+        let bad = |k: usize, message: String| {
+            let line = match locs.loc(row) {
+                crate::eval::read::Loc::Line(l) => l,
+                crate::eval::read::Loc::Row(r) => r + 1,
+            };
+            PerImageError::Cell { path: path.to_path_buf(), line, column: COLUMNS[k], message }
+        };
         let num = |k: usize| -> Result<f64, PerImageError> {
             cell(k).parse::<f64>().map_err(|e| bad(k, format!("`{}`: {e}", cell(k))))
         };
@@ -162,9 +173,12 @@ pub fn read(path: &Path) -> Result<Vec<MethodResult>, PerImageError> {
             PredictionRecord::failed(cell(2), truth, status)
         };
         let (method, dataset) = (cell(0), cell(1));
-        match out.iter_mut().find(|m| m.method == method && m.dataset == dataset) {
+        match out.last_mut().filter(|m| m.method == method && m.dataset == dataset) {
             Some(m) => m.records.push(record),
-            None => out.push(MethodResult { method: method.into(), dataset: dataset.into(), records: vec![record] }),
+            None => match out.iter_mut().find(|m| m.method == method && m.dataset == dataset) {
+                Some(m) => m.records.push(record),
+                None => out.push(MethodResult { method: method.into(), dataset: dataset.into(), records: vec![record] }),
+            },
         }
     }
     Ok(out)
