@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # georag's FAISS index (build time, bytes per vector, queries/s at recall@10 >= 0.95) against the
 # same recipe through Python faiss-cpu, same vectors, same machine, same run.
-# Usage: benches/index_vs_faiss.sh   (BENCH_N=1000000 BENCH_D=768 BENCH_FACTORY=... to change)
+# Then the size of every recipe at MP-16 / OSV-5M scale (benches/index_sizes.rs).
+# Usage: benches/index_vs_faiss.sh   (BENCH_N=1000000 BENCH_D=768 BENCH_FACTORY=... BENCH_REPS=7)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/georag-target}"
@@ -28,3 +29,9 @@ for side, d in (("georag", g), ("python", p)):
 for name, n in (("MP-16 (4.72 M)", 4.72e6), ("OSV-5M (5.1 M)", 5.1e6)):
     print(f"projected {name}: {n * g['bytes_per_vector'] / 1e9:.2f} GB at {g['bytes_per_vector']:.1f} bytes/vector (this recipe, {g['d']}-d)")
 PYEOF
+# Every recipe of issue 10 at MP-16 / OSV-5M scale, from measured file sizes (benches/index_sizes.rs).
+echo
+echo "index sizes per recipe (fixed + marginal bytes/vector, measured at 20k/60k/100k vectors):"
+cargo bench --locked --bench index_sizes --no-run 2>&1 | grep -E "^(error|warning)" -A5 >&2 || true
+SBIN=$(ls -t "$CARGO_TARGET_DIR"/release/deps/index_sizes-* | grep -v '\.d$' | head -1)
+OUT="$OUT/sizes" "$SBIN" | grep '^|'
