@@ -61,6 +61,32 @@ fn lines_are_the_files_lines_after_multiline_cells_and_blank_lines() {
     assert!(bad[0].contains("p.csv, line 7: id `y`"), "{bad:?}");
 }
 
+/// Rows whose every cell read is empty (`,,,,,`, or text only in a column not read) are rows
+/// without an id, named by line as the csv crate's reader named them; a blank line is not a row.
+#[test]
+fn rows_of_empty_cells_are_named_and_blank_lines_are_not() {
+    let dir = common::tmp("polars-empty-rows");
+    let s = "IMG_ID,LAT,LON,PRED_LAT,PRED_LON,NOTE\na,1,1,1,1,x\n,,,,,\n\n,,,,,caption only\nb,2,2,2,2,y\n";
+    let p = write(&dir, "p.csv", s);
+    let o = run_eval(&common::eval_args(p, dir.join("out"))).unwrap();
+    assert_eq!(statuses(&o), vec![("a", Status::Ok), ("b", Status::Ok)]);
+    let named: Vec<String> = o.issues.of(IssueKind::GtEmptyId).map(|i| i.to_string()).collect();
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert!(named[0].contains("p.csv, line 3: id ``") && named[0].contains("empty"), "{named:?}");
+    assert!(named[1].contains("p.csv, line 5: id ``"), "{named:?}");
+    // Two files: an empty row of the predictions is one without an id there.
+    let gt = write(&dir, "gt.csv", "IMG_ID,LAT,LON\na,1,1\nb,2,2\n");
+    let pr = write(&dir, "pr.csv", "IMG_ID,LAT,LON\na,1,1\n,,\nb,2,2\n");
+    let mut args = common::eval_args(pr, dir.join("out2"));
+    args.ground_truth = Some(gt);
+    let o = run_eval(&args).unwrap();
+    assert_eq!(statuses(&o), vec![("a", Status::Ok), ("b", Status::Ok)]);
+    let unknown: Vec<String> = o.issues.of(IssueKind::PredUnknownId).map(|i| i.to_string()).collect();
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert!(unknown[0].contains("pr.csv, line 3"), "{unknown:?}");
+    assert_eq!(o.issues.count(IssueKind::GtEmptyId), 0, "{:?}", o.issues.summary(9));
+}
+
 /// A non-numeric cell after 10 000 clean rows (far past polars' type inference) is still that
 /// row's unparseable prediction, not an error; ids that look like numbers keep their zeros.
 #[test]

@@ -33,12 +33,14 @@ pub struct Side<'a> {
     pub lat: &'a NumColumn,
     pub lon: &'a NumColumn,
     pub locs: &'a Locs,
+    /// Records left out of the rows for having every cell read empty ([`Loaded::empty_rows`]).
+    pub empty_rows: &'a [Loc],
 }
 
 impl<'a> Side<'a> {
     /// Columns `lat_at` and `lon_at` of `values` of a loaded file.
     pub fn of(l: &'a Loaded, lat_at: usize, lon_at: usize) -> Self {
-        Side { file: &l.path, ids: &l.ids, lat: &l.values[lat_at], lon: &l.values[lon_at], locs: &l.locs }
+        Side { file: &l.path, ids: &l.ids, lat: &l.values[lat_at], lon: &l.values[lon_at], locs: &l.locs, empty_rows: &l.empty_rows }
     }
 
     fn id(&self, i: usize) -> &'a str {
@@ -133,15 +135,35 @@ struct Pending {
     message: String,
 }
 
-fn locate(side: &Side, mut pending: Vec<Pending>) -> impl Iterator<Item = Issue> {
+/// The issues of one side in file order: `pending` located, and each of the side's
+/// [`Side::empty_rows`] as a row without id (`empty`: its kind and message).
+fn locate(side: &Side, mut pending: Vec<Pending>, empty: Option<(IssueKind, &str)>) -> Vec<Issue> {
     pending.sort_by_key(|p| p.row);
-    pending.into_iter().map(move |p| Issue {
-        kind: p.kind,
-        file: side.file.to_path_buf(),
-        loc: side.locs.loc(p.row),
-        id: side.id(p.row).to_string(),
-        message: p.message,
-    })
+    let mut v: Vec<Issue> = pending
+        .into_iter()
+        .map(|p| Issue {
+            kind: p.kind,
+            file: side.file.to_path_buf(),
+            loc: side.locs.loc(p.row),
+            id: side.id(p.row).to_string(),
+            message: p.message,
+        })
+        .collect();
+    if let Some((kind, message)) = empty
+        && !side.empty_rows.is_empty()
+    {
+        v.extend(side.empty_rows.iter().map(|&loc| Issue {
+            kind,
+            file: side.file.to_path_buf(),
+            loc,
+            id: String::new(),
+            message: message.to_string(),
+        }));
+        v.sort_by_key(|i| match i.loc {
+            Loc::Line(n) | Loc::Row(n) => n,
+        });
+    }
+    v
 }
 
 /// Join ground truth and predictions by id into the evaluated records (ground-truth order), with
@@ -252,8 +274,11 @@ pub fn join(gt: &Side, pred: &Side, same_file: bool) -> PolarsResult<(Vec<Predic
             }
         })
         .collect();
-    let mut issues: Vec<Issue> = locate(gt, gt_issues).collect();
-    issues.extend(locate(pred, pred_issues));
+    let no_id = "every cell read is empty (no id): not evaluated";
+    let mut issues = locate(gt, gt_issues, Some((IssueKind::GtEmptyId, no_id)));
+    // As rows with an empty id on each side (one file: on both, as such rows are above).
+    let pred_empty = Some((IssueKind::PredUnknownId, "every cell read is empty (no id): ignored"));
+    issues.extend(locate(pred, pred_issues, pred_empty));
     Ok((records, Issues(issues)))
 }
 
@@ -273,8 +298,8 @@ pub fn build_records<'a>(
     let g = columns(gt.into_iter().collect());
     let p = columns(preds.into_iter().collect());
     join(
-        &Side { file: gt_file, ids: &g.0, lat: &g.1, lon: &g.2, locs: &g.3 },
-        &Side { file: pred_file, ids: &p.0, lat: &p.1, lon: &p.2, locs: &p.3 },
+        &Side { file: gt_file, ids: &g.0, lat: &g.1, lon: &g.2, locs: &g.3, empty_rows: &[] },
+        &Side { file: pred_file, ids: &p.0, lat: &p.1, lon: &p.2, locs: &p.3, empty_rows: &[] },
         false,
     )
 }

@@ -215,6 +215,10 @@ pub struct Loaded {
     /// The numeric columns `columns[1..]`, in order, each as long as `ids`.
     pub values: Vec<NumColumn>,
     pub locs: Locs,
+    /// CSV records whose every column read is empty but which are not blank lines (`,,,`): not
+    /// among the rows above (polars reads them as nulls, like blank lines), reported by the join
+    /// as rows without an id. Ascending.
+    pub empty_rows: Vec<Loc>,
 }
 
 impl Loaded {
@@ -342,6 +346,7 @@ pub fn read_columns(path: &Path, headers: Vec<String>, columns: Vec<UsedColumn>)
     let mut proj: Vec<usize> = columns.iter().map(|c| c.index).collect();
     proj.sort_unstable();
     proj.dedup();
+    let mut empty_rows = Vec::new();
     let (df, locs) = if is_parquet(path) {
         let df = parquet_reader(path)?
             .with_projection(Some(proj.clone()))
@@ -352,6 +357,9 @@ pub fn read_columns(path: &Path, headers: Vec<String>, columns: Vec<UsedColumn>)
         let df = read_csv(path, headers.len(), &proj, &columns)?;
         let rows = df.height();
         let (df, kept) = drop_blank_rows(df).map_err(|source| polars_err(path, source))?;
+        if let Some(k) = &kept {
+            empty_rows = rows_not_blank(path, rows, k);
+        }
         (df, Locs::Lines { path: path.to_path_buf(), rows, kept, lines: OnceLock::new() })
     };
     let col = |c: &UsedColumn| {
@@ -367,7 +375,26 @@ pub fn read_columns(path: &Path, headers: Vec<String>, columns: Vec<UsedColumn>)
         .iter()
         .map(|c| num_column(col(c)).map_err(column_err(c)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Loaded { path: path.to_path_buf(), headers, columns, ids, values, locs })
+    Ok(Loaded { path: path.to_path_buf(), headers, columns, ids, values, locs, empty_rows })
+}
+
+/// The records [`drop_blank_rows`] left out (every record not in `kept`, of `rows`) that are not
+/// blank lines: rows such as `,,,` or with text only in columns not read, which the csv crate
+/// read as rows without an id. Their lines, from the file's bytes; when those do not match the
+/// records read, every left-out record is returned by its record number.
+fn rows_not_blank(path: &Path, rows: usize, kept: &[usize]) -> Vec<Loc> {
+    let mut is_kept = vec![false; rows];
+    for &k in kept {
+        is_kept[k] = true;
+    }
+    let lines = std::fs::read(path).ok().map(|b| record_lines_blank(&b)).filter(|(l, _)| l.len() == rows);
+    (0..rows)
+        .filter(|i| !is_kept[*i])
+        .filter_map(|i| match &lines {
+            Some((l, blank)) => (!blank[i]).then_some(Loc::Line(l[i])),
+            None => Some(Loc::Row(i as u64 + 1)),
+        })
+        .collect()
 }
 
 /// Name of the `i`-th column in the frames read here (positions, not the file's header cells,
@@ -473,7 +500,13 @@ fn num_column(s: &Series) -> PolarsResult<NumColumn> {
 /// records: a quoted field may span lines, and a blank line is a record (of nulls, dropped later
 /// by [`drop_blank_rows`]); a final line end closes the last record.
 fn record_lines(bytes: &[u8]) -> Vec<u64> {
+    record_lines_blank(bytes).0
+}
+
+/// [`record_lines`], and whether each record is a blank line (no byte but its line end).
+fn record_lines_blank(bytes: &[u8]) -> (Vec<u64>, Vec<bool>) {
     let mut out = Vec::new();
+    let mut blank = Vec::new();
     let mut line = 1u64;
     let mut in_quotes = false;
     // Whether the current record has any byte yet, and the line it started on.
@@ -484,6 +517,7 @@ fn record_lines(bytes: &[u8]) -> Vec<u64> {
         if !started && !in_quotes && b == b'\n' {
             if !header {
                 out.push(line);
+                blank.push(true);
             }
             header = false;
             line += 1;
@@ -503,6 +537,7 @@ fn record_lines(bytes: &[u8]) -> Vec<u64> {
                 if !in_quotes {
                     if !header {
                         out.push(start_line);
+                        blank.push(false);
                     }
                     header = false;
                     started = false;
@@ -513,8 +548,9 @@ fn record_lines(bytes: &[u8]) -> Vec<u64> {
     }
     if started && !header {
         out.push(start_line);
+        blank.push(false);
     }
-    out
+    (out, blank)
 }
 
 #[cfg(test)]
