@@ -132,11 +132,11 @@ pub fn validate(cfg: &Config) -> Validation {
                 fix: format!("export {var}=... before `georag run`"),
             });
         }
-        let urls: Vec<String> = match (g.get("base_urls"), g.get("base_url")) {
-            (Some(Value::Array(a)), _) => a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect(),
-            (_, Some(Value::String(u))) => vec![u.clone()],
-            _ => vec![],
-        };
+        // As the client serves them: `base_url` first, then every `base_urls` entry.
+        let mut urls: Vec<String> = g.get("base_url").and_then(Value::as_str).map(str::to_string).into_iter().collect();
+        if let Some(Value::Array(a)) = g.get("base_urls") {
+            urls.extend(a.iter().filter_map(|u| u.as_str().map(str::to_string)));
+        }
         if !urls.is_empty() {
             out.notes.push(format!(
                 "the run sends MLLM requests to {} (not contacted by validate; start the server first, e.g. scripts/vllm/serve.sh, or run with --replay from a recorded response store)",

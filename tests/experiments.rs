@@ -218,6 +218,14 @@ fn validate_lists_every_missing_piece_of_a_paper_config() {
     }
     assert!(out.contains("6 missing") && out.contains("nothing was run"), "{out}");
     assert!(out.contains("NOTE the run sends MLLM requests to http://127.0.0.1:8000"), "{out}");
+    // `base_url` and `base_urls` together: both are listed, in the client's order.
+    let o = Command::new(env!("CARGO_BIN_EXE_georag"))
+        .current_dir(&tmp)
+        .args(["validate", cfg.to_str().unwrap(), "--set", "generator.base_url=http://replica1:8000/v1"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(out.contains("sends MLLM requests to http://replica1:8000/v1, http://127.0.0.1:8000"), "{out}");
     assert!(std::fs::read_dir(&tmp).unwrap().next().is_none(), "validate wrote something");
     // Every paper config parses and validates its structure (the configs themselves are sound).
     for f in std::fs::read_dir(root.join("configs/paper")).unwrap() {
