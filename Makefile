@@ -54,7 +54,8 @@ bench-eval: build
 bench-generate: build
 	benches/generate_throughput.sh
 
-## georag's FAISS build/search vs Python faiss-cpu, same vectors and recipe (benches/README.md).
+## georag's FAISS build/search vs Python faiss-cpu, same vectors and recipe, then every recipe's
+## size at MP-16 / OSV-5M scale from measured file sizes (benches/README.md).
 bench-index: build
 	benches/index_vs_faiss.sh
 

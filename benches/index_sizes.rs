@@ -86,12 +86,14 @@ fn main() {
     println!("| recipe ({d}-d) | fixed | bytes / vector (marginal) | size at N3 vs line | MP-16 (4.72 M) | OSV-5M (5.1 M) |");
     println!("|---|---:|---:|---:|---:|---:|");
     for (f, fixed, marginal, check, proj) in rows {
-        println!(
-            "| `{f}` | {:.1} MB | {marginal:.1} | {:+.4} % | {:.2} GB | {:.2} GB |",
-            fixed / 1e6,
-            check * 100.0,
-            proj[0] / 1e9,
-            proj[1] / 1e9
-        );
+        // A line that misses the third point by more than 0.5 % is not used to project: FAISS's
+        // fast-scan lists pad codes to blocks of 32 vectors, which at 5-25 vectors per list
+        // dominates (benches/README.md gives those recipes from their layout instead).
+        let (a, b) = if check.abs() <= 0.005 {
+            (format!("{:.2} GB", proj[0] / 1e9), format!("{:.2} GB", proj[1] / 1e9))
+        } else {
+            ("line does not hold".to_string(), "line does not hold".to_string())
+        };
+        println!("| `{f}` | {:.1} MB | {marginal:.1} | {:+.4} % | {a} | {b} |", fixed / 1e6, check * 100.0);
     }
 }
