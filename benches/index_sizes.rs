@@ -17,8 +17,11 @@
 
 use faiss::Index;
 use georag::index;
-use georag::util::rng::Rng;
 use std::time::Instant;
+
+#[path = "common/clustered.rs"]
+mod clustered;
+use clustered::Clusters;
 
 fn env(k: &str, d: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| d.to_string())
@@ -36,21 +39,7 @@ fn main() {
     let recipes: Vec<String> = env("BENCH_RECIPES", DEFAULT_RECIPES).split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     let out = std::path::PathBuf::from(env("OUT", "/tmp/georag-index-sizes"));
     std::fs::create_dir_all(&out).unwrap();
-    // Seeded clustered unit vectors, as in benches/index_vs_faiss.rs.
-    let mut r = Rng::new(7);
-    let c = 2000;
-    let centres: Vec<f32> = (0..c * d).map(|_| r.normal() as f32).collect();
-    let m = n3.max(train);
-    let mut x = Vec::with_capacity(m * d);
-    let mut row = vec![0f32; d];
-    for _ in 0..m {
-        let k = r.below(c);
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = centres[k * d + j] + 0.6 * r.normal() as f32;
-        }
-        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
-        x.extend(row.iter().map(|v| v / norm));
-    }
+    let x = Clusters::new(7, 2000, d).draw(n3.max(train));
     let targets = [("MP-16", 4.72e6), ("OSV-5M", 5.1e6)];
     let mut rows = vec![];
     for f in &recipes {

@@ -11,8 +11,11 @@
 use georag::embed::Embeddings;
 use georag::index::{self, IndexSpec, RecallSpec, VectorIndex};
 use georag::record::Status;
-use georag::util::rng::Rng;
 use std::time::Instant;
+
+#[path = "common/clustered.rs"]
+mod clustered;
+use clustered::Clusters;
 
 fn env(k: &str, d: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| d.to_string())
@@ -30,23 +33,9 @@ fn main() {
     std::fs::create_dir_all(&out).unwrap();
     let nq = 1000;
     let t = Instant::now();
-    let mut r = Rng::new(42);
-    let centres: Vec<f32> = (0..c * d).map(|_| r.normal() as f32).collect();
-    let mut draw = |m: usize| {
-        let mut v = Vec::with_capacity(m * d);
-        let mut row = vec![0f32; d];
-        for _ in 0..m {
-            let k = r.below(c);
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = centres[k * d + j] + 0.6 * r.normal() as f32;
-            }
-            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.extend(row.iter().map(|x| x / norm));
-        }
-        v
-    };
-    let x = draw(n);
-    let q = draw(nq);
+    let mut clusters = Clusters::new(42, c, d);
+    let x = clusters.draw(n);
+    let q = clusters.draw(nq);
     let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(out.join("x.f32"), bytes(&x)).unwrap();
     std::fs::write(out.join("q.f32"), bytes(&q)).unwrap();

@@ -357,10 +357,14 @@ pub fn read_columns(path: &Path, headers: Vec<String>, columns: Vec<UsedColumn>)
         let df = read_csv(path, headers.len(), &proj, &columns)?;
         let rows = df.height();
         let (df, kept) = drop_blank_rows(df).map_err(|source| polars_err(path, source))?;
+        let lines = OnceLock::new();
         if let Some(k) = &kept {
-            empty_rows = rows_not_blank(path, rows, k);
+            // The file's record lines, read once here: for the rows left out, and for locations.
+            let read = std::fs::read(path).ok().map(|b| record_lines_blank(&b)).filter(|(l, _)| l.len() == rows);
+            empty_rows = rows_not_blank(read.as_ref(), rows, k);
+            let _ = lines.set(read.map(|(l, _)| l));
         }
-        (df, Locs::Lines { path: path.to_path_buf(), rows, kept, lines: OnceLock::new() })
+        (df, Locs::Lines { path: path.to_path_buf(), rows, kept, lines })
     };
     let col = |c: &UsedColumn| {
         let at = proj.binary_search(&c.index).expect("every used column is projected");
@@ -380,17 +384,16 @@ pub fn read_columns(path: &Path, headers: Vec<String>, columns: Vec<UsedColumn>)
 
 /// The records [`drop_blank_rows`] left out (every record not in `kept`, of `rows`) that are not
 /// blank lines: rows such as `,,,` or with text only in columns not read, which the csv crate
-/// read as rows without an id. Their lines, from the file's bytes; when those do not match the
-/// records read, every left-out record is returned by its record number.
-fn rows_not_blank(path: &Path, rows: usize, kept: &[usize]) -> Vec<Loc> {
+/// read as rows without an id. Their lines, from [`record_lines_blank`]; when those do not match the
+/// records read (`lines` is `None`), every left-out record is returned by its record number.
+fn rows_not_blank(lines: Option<&(Vec<u64>, Vec<bool>)>, rows: usize, kept: &[usize]) -> Vec<Loc> {
     let mut is_kept = vec![false; rows];
     for &k in kept {
         is_kept[k] = true;
     }
-    let lines = std::fs::read(path).ok().map(|b| record_lines_blank(&b)).filter(|(l, _)| l.len() == rows);
     (0..rows)
         .filter(|i| !is_kept[*i])
-        .filter_map(|i| match &lines {
+        .filter_map(|i| match lines {
             Some((l, blank)) => (!blank[i]).then_some(Loc::Line(l[i])),
             None => Some(Loc::Row(i as u64 + 1)),
         })

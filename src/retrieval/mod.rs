@@ -275,9 +275,12 @@ pub fn retrieve_with(
                 if let Some((km, _)) = far
                     && spec.dissimilar_k > 0
                 {
-                    let top = keep(h.iter().copied(), 1, qid, spec, &index_row, &exclude, &mut BTreeMap::new(), &|_| true);
-                    if let Some(t) = top.first() {
-                        let c = t.coord;
+                    // The top-1 after exclusions: the first similar neighbour when k > 0.
+                    let top = match similar[q].first() {
+                        Some(t) => Some(t.coord),
+                        None => keep(h.iter().copied(), 1, qid, spec, &index_row, &exclude, &mut BTreeMap::new(), &|_| true).first().map(|t| t.coord),
+                    };
+                    if let Some(c) = top {
                         dissimilar[q] = keep(h.iter().copied(), spec.dissimilar_k, qid, spec, &index_row, &exclude, &mut rm, &|p| haversine_km(c, p, 6371.0) >= km);
                     }
                 }
