@@ -99,7 +99,8 @@ pub struct IndexSpec {
     pub seed: u64,
     /// OpenMP threads FAISS uses (default: all cores).
     pub threads: Option<usize>,
-    /// Vectors added per call.
+    /// Vectors added per call (default 16 384): with the FAISS buffers of an add, about twice
+    /// this many vectors are in memory besides the index.
     pub add_batch: usize,
     /// Queries searched per call (FAISS parallelises within a call, over queries).
     pub search_batch: usize,
@@ -117,7 +118,7 @@ impl Default for IndexSpec {
             train_sample: 50_000,
             seed: 0,
             threads: None,
-            add_batch: 65_536,
+            add_batch: 16_384,
             search_batch: 4096,
             recall: RecallSpec::default(),
         }

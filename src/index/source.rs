@@ -172,9 +172,62 @@ impl Shards for StoreShards {
         Ok((rows, ok))
     }
     fn read(&self, s: usize) -> Result<ShardRows, IndexError> {
-        let path = Self::shard_path(&self.dir, s);
         let mut r = ShardRows::default();
-        for b in pq::read(&path)? {
+        self.stream(s, READ_BLOCK, &mut |c| {
+            r.ids.extend(c.ids);
+            r.lat.extend(c.lat);
+            r.lon.extend(c.lon);
+            r.vectors.extend(c.vectors);
+            Ok(())
+        })?;
+        Ok(r)
+    }
+    /// Streamed from the file in blocks of at most [`READ_BLOCK`] rows, gathered into chunks of
+    /// `chunk` `ok` rows: besides the index, a build holds one chunk of vectors and one block
+    /// being decoded, never a decoded copy of the whole shard.
+    fn visit(&self, s: usize, chunk: usize, f: &mut dyn FnMut(&ShardRows) -> Result<(), IndexError>) -> Result<(), IndexError> {
+        let chunk = chunk.max(1);
+        let mut acc = ShardRows::default();
+        self.stream(s, chunk.min(READ_BLOCK), &mut |mut b| {
+            while !b.is_empty() {
+                let take = (chunk - acc.len()).min(b.len());
+                acc.ids.extend(b.ids.drain(..take));
+                acc.lat.extend(b.lat.drain(..take));
+                acc.lon.extend(b.lon.drain(..take));
+                acc.vectors.extend(b.vectors.drain(..take * self.dim));
+                if acc.len() == chunk {
+                    f(&acc)?;
+                    acc.ids.clear();
+                    acc.lat.clear();
+                    acc.lon.clear();
+                    acc.vectors.clear();
+                }
+            }
+            Ok(())
+        })?;
+        if !acc.is_empty() {
+            f(&acc)?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows decoded from a store shard per Parquet read (3 MB of vectors at 768-d).
+pub const READ_BLOCK: usize = 1024;
+
+impl StoreShards {
+    /// The `ok` rows of shard `s`, one record batch of at most `batch` rows at a time (the
+    /// `error` column is not read).
+    fn stream(&self, s: usize, batch: usize, f: &mut dyn FnMut(ShardRows) -> Result<(), IndexError>) -> Result<(), IndexError> {
+        let path = Self::shard_path(&self.dir, s);
+        let file = std::fs::File::open(&path).map_err(|e| self.bad(s, e.to_string()))?;
+        let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| self.bad(s, e.to_string()))?;
+        let roots: Vec<usize> = ["id", "lat", "lon", "status", "vector"].iter().filter_map(|n| b.schema().index_of(n).ok()).collect();
+        let mask = ProjectionMask::roots(b.parquet_schema(), roots);
+        let reader = b.with_projection(mask).with_batch_size(batch.max(1)).build().map_err(|e| self.bad(s, e.to_string()))?;
+        let mut row0 = 0;
+        for b in reader {
+            let b = b.map_err(|e| self.bad(s, e.to_string()))?;
             let id = pq::column::<StringArray>(&path, &b, "id")?;
             let lat = pq::column::<Float64Array>(&path, &b, "lat")?;
             let lon = pq::column::<Float64Array>(&path, &b, "lon")?;
@@ -184,12 +237,13 @@ impl Shards for StoreShards {
                 return Err(self.bad(s, format!("dimension {} != the encoder's {}", vec.value_length(), self.dim)));
             }
             let values = vec.values().as_any().downcast_ref::<Float32Array>().ok_or_else(|| self.bad(s, "vector values are not f32".into()))?;
+            let mut r = ShardRows { vectors: Vec::with_capacity(b.num_rows() * self.dim), ..Default::default() };
             for i in 0..b.num_rows() {
                 if status.value(i) != Status::Ok.as_str() {
                     continue;
                 }
                 if vec.is_null(i) {
-                    return Err(self.bad(s, format!("row {i}: status ok but no vector")));
+                    return Err(self.bad(s, format!("row {}: status ok but no vector", row0 + i)));
                 }
                 r.ids.push(id.value(i).to_string());
                 r.lat.push(lat.value(i));
@@ -197,7 +251,94 @@ impl Shards for StoreShards {
                 let off = vec.value_offset_at(i);
                 r.vectors.extend_from_slice(&values.values()[off..off + self.dim]);
             }
+            row0 += b.num_rows();
+            f(r)?;
         }
-        Ok(r)
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `StoreShards` over a real Parquet store written in `georag embed`'s layout.
+    use super::*;
+    use arrow::array::ArrayRef;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn schema(d: usize) -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("lat", DataType::Float64, false),
+            Field::new("lon", DataType::Float64, false),
+            Field::new("status", DataType::Utf8, false),
+            Field::new("error", DataType::Utf8, true),
+            Field::new("vector", DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), d as i32), true),
+        ]))
+    }
+
+    /// A one-shard store of `n` rows; row `i` is failed (null vector) when `failed(i)`;
+    /// `null_ok_row` is an `ok` row whose vector is null (a corrupt store).
+    fn store(name: &str, n: usize, d: usize, failed: impl Fn(usize) -> bool, null_ok_row: Option<usize>) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("georag-storeshards-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let values: Vec<f32> = (0..n * d).map(|v| v as f32).collect();
+        let valid: Vec<bool> = (0..n).map(|i| !failed(i) && Some(i) != null_ok_row).collect();
+        let field = Arc::new(Field::new("item", DataType::Float32, false));
+        let list = FixedSizeListArray::try_new(field, d as i32, Arc::new(Float32Array::from(values)), Some(valid.into())).unwrap();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("r{i}")))),
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64 / 10.0))),
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| -(i as f64)))),
+            Arc::new(StringArray::from_iter_values((0..n).map(|i| if failed(i) { "decode_failed" } else { "ok" }))),
+            Arc::new(StringArray::from_iter((0..n).map(|i| failed(i).then_some("bad")))),
+            Arc::new(list),
+        ];
+        let b = arrow::record_batch::RecordBatch::try_new(schema(d), cols).unwrap();
+        pq::write(&dir.join("emb-00000.parquet"), schema(d), &[b], &[]).unwrap();
+        std::fs::write(dir.join("done.json"), "{}").unwrap();
+        dir
+    }
+
+    #[test]
+    fn visit_streams_the_ok_rows_in_chunks_equal_to_read() {
+        let (n, d) = (2 * READ_BLOCK + 37, 3);
+        let dir = store("chunks", n, d, |i| i % 10 == 3, None);
+        let s = StoreShards::open(&dir, d, 1).unwrap();
+        let all = s.read(0).unwrap();
+        assert_eq!(all.len(), n - (0..n).filter(|i| i % 10 == 3).count(), "failed rows are left out");
+        assert_eq!(s.counts(0).unwrap(), (n, all.len()));
+        assert_eq!(&all.vectors[..d], &[0.0, 1.0, 2.0]);
+        for chunk in [1, 7, READ_BLOCK, READ_BLOCK + 3, 10 * n] {
+            let mut ids = vec![];
+            let mut vectors = vec![];
+            let mut sizes = vec![];
+            s.visit(0, chunk, &mut |c| {
+                assert_eq!(c.vectors.len(), c.len() * d);
+                assert_eq!(c.lat.len(), c.len());
+                sizes.push(c.len());
+                ids.extend(c.ids.iter().cloned());
+                vectors.extend_from_slice(&c.vectors);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(ids, all.ids, "chunk {chunk}");
+            assert_eq!(vectors, all.vectors, "chunk {chunk}");
+            let (last, full) = sizes.split_last().unwrap();
+            assert!(full.iter().all(|&x| x == chunk) && *last <= chunk && *last > 0, "chunk {chunk}: sizes {sizes:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_ok_row_without_vector_is_named_by_its_row_in_the_shard() {
+        let (n, d) = (READ_BLOCK + 50, 2);
+        let row = READ_BLOCK + 9; // in the second read block
+        let dir = store("null", n, d, |_| false, Some(row));
+        let s = StoreShards::open(&dir, d, 1).unwrap();
+        let e = s.visit(0, 100, &mut |_| Ok(())).unwrap_err().to_string();
+        assert!(e.contains(&format!("row {row}: status ok but no vector")) && e.contains("emb-00000.parquet"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
