@@ -55,7 +55,8 @@ bench-generate: build
 	benches/generate_throughput.sh
 
 ## georag's FAISS build/search vs Python faiss-cpu, same vectors and recipe, then every recipe's
-## size at MP-16 / OSV-5M scale from measured file sizes (benches/README.md).
+## size at MP-16 / OSV-5M scale from measured file sizes, then the peak memory of each step of a
+## sharded build at 1 M vectors (benches/README.md).
 bench-index: build
 	benches/index_vs_faiss.sh
 

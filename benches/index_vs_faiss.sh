@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # georag's FAISS index (build time, bytes per vector, queries/s at recall@10 >= 0.95) against the
 # same recipe through Python faiss-cpu, same vectors, same machine, same run.
-# Then the size of every recipe at MP-16 / OSV-5M scale (benches/index_sizes.rs).
+# Then the size of every recipe at MP-16 / OSV-5M scale (benches/index_sizes.rs), and the peak
+# memory of a sharded build at 1 M vectors (benches/index_memory.rs).
 # Usage: benches/index_vs_faiss.sh   (BENCH_N=1000000 BENCH_D=768 BENCH_FACTORY=... BENCH_REPS=7)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,3 +36,10 @@ echo "index sizes per recipe (fixed + marginal bytes/vector, measured at 20k/60k
 cargo bench --locked --bench index_sizes --no-run 2>&1 | grep -E "^(error|warning)" -A5 >&2 || true
 SBIN=$(ls -t "$CARGO_TARGET_DIR"/release/deps/index_sizes-* | grep -v '\.d$' | head -1)
 OUT="$OUT/sizes" "$SBIN" | grep '^|'
+# Peak memory of a sharded build, step by step, each in its own process (benches/index_memory.rs);
+# exits 1 when a step exceeds its stated bound.
+echo
+echo "peak memory of a sharded build (train, --worker I --workers N, --merge):"
+cargo bench --locked --bench index_memory --no-run 2>&1 | grep -E "^(error|warning)" -A5 >&2 || true
+MBIN=$(ls -t "$CARGO_TARGET_DIR"/release/deps/index_memory-* | grep -v '\.d$' | head -1)
+OUT="$OUT/memory" GEORAG_QUIET=1 "$MBIN" | grep -v '^{'

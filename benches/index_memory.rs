@@ -1,0 +1,307 @@
+//! Peak memory of a sharded index build over an embedding store on disk, step by step, each
+//! step in a fresh process (its `VmHWM`), through the functions `georag index --train`,
+//! `--worker I --workers N` and `--merge` call (`index::build::{train_only, worker_part,
+//! merge_parts}` over `StoreShards`, the same code path; the CLI only adds the config and the
+//! dataset lookup in front of it).
+//!
+//! The store is generated (seeded clustered unit vectors, `benches/common/clustered.rs`) in
+//! the layout `georag embed` writes: one `emb-NNNNN.parquet` per dataset shard (id, lat, lon,
+//! status, error, vector; one row in 997 `decode_failed` with a null vector) and `done.json`.
+//!
+//! What is checked (the bench exits 1, printing "bound does not hold", when a step exceeds it):
+//! a worker's peak stays within the floor (the resident memory of a process that opened the
+//! store and ran one FAISS exact search at the shape of the recall searches, its data freed)
+//! plus its part index, its row map, one shard of vectors, the recall queries and the add working
+//! set (the add chunk and FAISS's residual buffer of the same size, one exact-search block of
+//! 4096 vectors, one read block); the merge's within the floor plus the final index, the largest
+//! part (read while it is merged in), the row map and the recall queries. Training is printed,
+//! not bounded by the database: it holds the training sample (and FAISS's copies of it).
+//!
+//! Environment: BENCH_N (1 000 000), BENCH_D (768), BENCH_SHARD_ROWS (4096, what `prepare`
+//! writes), BENCH_WORKERS (4), BENCH_FACTORY (`IVF1024,PQ64`), BENCH_TRAIN (65 536),
+//! BENCH_ADD_BATCH (16 384, the default), OUT (/tmp/georag-index-memory; the store is kept and
+//! reused when its parameters match).
+
+use georag::index::build::{self, Layout};
+use georag::index::source::{Shards, StoreShards, READ_BLOCK};
+use georag::index::{IndexSpec, RecallSpec};
+use georag::util::rng::Rng;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[path = "common/clustered.rs"]
+mod clustered;
+use clustered::Clusters;
+
+fn env(k: &str, d: &str) -> String {
+    std::env::var(k).unwrap_or_else(|_| d.to_string())
+}
+
+fn num(k: &str, d: usize) -> usize {
+    env(k, &d.to_string()).replace('_', "").parse().unwrap_or_else(|_| panic!("{k} is not a number"))
+}
+
+struct Params {
+    n: usize,
+    d: usize,
+    shard_rows: usize,
+    workers: usize,
+    factory: String,
+    train: usize,
+    add_batch: usize,
+    out: PathBuf,
+}
+
+impl Params {
+    fn from_env() -> Self {
+        Params {
+            n: num("BENCH_N", 1_000_000),
+            d: num("BENCH_D", 768),
+            shard_rows: num("BENCH_SHARD_ROWS", 4096),
+            workers: num("BENCH_WORKERS", 4),
+            factory: env("BENCH_FACTORY", "IVF1024,PQ64"),
+            train: num("BENCH_TRAIN", 65_536),
+            add_batch: num("BENCH_ADD_BATCH", IndexSpec::default().add_batch),
+            out: PathBuf::from(env("OUT", "/tmp/georag-index-memory")),
+        }
+    }
+    fn shards(&self) -> usize {
+        self.n.div_ceil(self.shard_rows)
+    }
+    fn store(&self) -> PathBuf {
+        self.out.join(format!("store-{}x{}-{}", self.n, self.d, self.shard_rows))
+    }
+    fn cache(&self) -> PathBuf {
+        self.out.join("cache")
+    }
+    fn spec(&self) -> IndexSpec {
+        IndexSpec {
+            factory: self.factory.clone(),
+            train_sample: self.train,
+            add_batch: self.add_batch,
+            recall: RecallSpec { queries: 1000, k: 10, seed: 1 },
+            ..IndexSpec::default()
+        }
+    }
+}
+
+fn schema(d: usize) -> Arc<arrow::datatypes::Schema> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("lat", DataType::Float64, false),
+        Field::new("lon", DataType::Float64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("vector", DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), d as i32), true),
+    ]))
+}
+
+/// Write the store (one shard in memory at a time) unless a complete one is there.
+fn generate(p: &Params) {
+    use arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, Float64Array, StringArray};
+    let dir = p.store();
+    if dir.join("done.json").exists() {
+        eprintln!("reusing {}", dir.display());
+        return;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = Instant::now();
+    let mut clusters = Clusters::new(7, 2000, p.d);
+    let mut rng = Rng::new(11);
+    let mut failed = 0;
+    for s in 0..p.shards() {
+        let (lo, hi) = (s * p.shard_rows, ((s + 1) * p.shard_rows).min(p.n));
+        let m = hi - lo;
+        let mut values = clusters.draw(m);
+        let ok: Vec<bool> = (lo..hi).map(|g| g % 997 != 996).collect();
+        for (i, _) in ok.iter().enumerate().filter(|(_, o)| !**o) {
+            values[i * p.d..(i + 1) * p.d].fill(0.0);
+            failed += 1;
+        }
+        let field = Arc::new(arrow::datatypes::Field::new("item", arrow::datatypes::DataType::Float32, false));
+        let list = FixedSizeListArray::try_new(field, p.d as i32, Arc::new(Float32Array::from(values)), Some(ok.clone().into())).unwrap();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values((lo..hi).map(|g| format!("img{g:08}")))),
+            Arc::new(Float64Array::from_iter_values((0..m).map(|_| rng.range(-90.0, 90.0)))),
+            Arc::new(Float64Array::from_iter_values((0..m).map(|_| rng.range(-180.0, 180.0)))),
+            Arc::new(StringArray::from_iter_values(ok.iter().map(|&o| if o { "ok" } else { "decode_failed" }))),
+            Arc::new(StringArray::from_iter(ok.iter().map(|&o| if o { None } else { Some("generated failure") }))),
+            Arc::new(list),
+        ];
+        let batch = arrow::record_batch::RecordBatch::try_new(schema(p.d), cols).unwrap();
+        georag::util::pq::write(&dir.join(format!("emb-{s:05}.parquet")), schema(p.d), &[batch], &[]).unwrap();
+    }
+    let done = serde_json::json!({"encoder": "bench", "encoder_fingerprint": "bench", "dataset": "bench", "dataset_fingerprint": "bench",
+        "dim": p.d, "rows": p.n, "decode_failed": failed});
+    std::fs::write(dir.join("done.json"), done.to_string()).unwrap();
+    eprintln!("wrote {} ({} shards, {} vectors) in {:.1} s", dir.display(), p.shards(), p.n, t.elapsed().as_secs_f64());
+}
+
+/// One step in this process; prints `{"step", "peak", "seconds"}`.
+fn child(step: &[String]) {
+    let p = Params::from_env();
+    let src = StoreShards::open(&p.store(), p.d, p.shards()).unwrap();
+    let spec = p.spec();
+    let t = Instant::now();
+    match step[0].as_str() {
+        "floor" => {
+            // The process every step starts as: the store opened, FAISS (OpenMP, BLAS and its
+            // buffers) run once at the shape of the exact searches (the recall queries against
+            // a 4096-vector block), whose own data is then freed.
+            use faiss::Index;
+            src.counts(0).unwrap();
+            let mut ix = faiss::index_factory(p.d as u32, "Flat", faiss::MetricType::InnerProduct).unwrap();
+            let x: Vec<f32> = (0..p.d * 4096).map(|i| (i % 97) as f32 / 97.0).collect();
+            ix.add(&x).unwrap();
+            ix.search(&x[..p.d * spec.recall.queries.min(4096)], spec.recall.k + 1).unwrap();
+            drop(ix);
+            drop(x);
+            // Resident memory now (not the high-water mark, which counts the freed data).
+            let rss = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+                let l = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+                l.split_whitespace().nth(1)?.parse::<u64>().ok()
+            });
+            let j = serde_json::json!({"step": "floor", "peak": rss.unwrap_or(0) * 1024, "seconds": t.elapsed().as_secs_f64()});
+            println!("{j}");
+            return;
+        }
+        "train" => {
+            build::train_only(&spec, &src, &p.cache()).unwrap();
+        }
+        "part" => {
+            let (i, n): (usize, usize) = (step[1].parse().unwrap(), step[2].parse().unwrap());
+            build::worker_part(&spec, &src, &p.cache(), i, n, "bench").unwrap();
+        }
+        "merge" => {
+            let n: usize = step[1].parse().unwrap();
+            build::merge_parts(&spec, &src, &p.cache(), n, "bench").unwrap();
+        }
+        s => panic!("unknown step {s}"),
+    }
+    let j = serde_json::json!({"step": step.join(" "), "peak": build::peak_rss().unwrap_or(0), "seconds": t.elapsed().as_secs_f64()});
+    println!("{j}");
+}
+
+fn run(step: &[&str]) -> (u64, f64) {
+    let o = Command::new(std::env::current_exe().unwrap()).arg("--step").args(step).env("GEORAG_QUIET", "1").output().unwrap();
+    assert!(o.status.success(), "step {step:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or_default().to_string();
+    let j: serde_json::Value = serde_json::from_str(&line).unwrap();
+    (j["peak"].as_u64().unwrap(), j["seconds"].as_f64().unwrap())
+}
+
+fn size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Row map bytes in memory: per row a `String` header, its id bytes, lat and lon.
+fn rowmap_bytes(rows: usize, id_len: usize) -> u64 {
+    (rows * (24 + id_len + 16)) as u64
+}
+
+fn mb(b: u64) -> f64 {
+    b as f64 / 1e6
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--step") {
+        return child(&args[i + 1..]);
+    }
+    let p = Params::from_env();
+    generate(&p);
+    let _ = std::fs::remove_dir_all(p.cache());
+    let vec_bytes = |rows: usize| (rows * p.d * 4) as u64;
+    let shard_vectors = vec_bytes(p.shard_rows);
+    let chunk = p.add_batch.min(p.shard_rows);
+    // Add chunk + FAISS's per-add buffer of the same size + exact-search block + read block.
+    let working = 2 * vec_bytes(chunk) + vec_bytes(4096) + vec_bytes(READ_BLOCK);
+    // The recall queries, held by every step after training.
+    let queries = vec_bytes(p.spec().recall.queries);
+    let id_len = 11;
+    let (floor, _) = run(&["floor"]);
+    let (train_peak, train_s) = run(&["train"]);
+    let fp = georag::index::fingerprint(&p.spec(), &p.store());
+    let layout = Layout::new(p.cache().join("index").join(&fp));
+    let trained = size(&layout.trained());
+    let w = p.workers.to_string();
+    let mut rows_out = vec![];
+    let mut holds = true;
+    let mut largest_part = 0;
+    println!("| step | peak RSS | above floor | index / part | row map | bound above floor | holds | s |");
+    println!("|---|---:|---:|---:|---:|---:|---|---:|");
+    let train_sample = vec_bytes(p.train.min(p.n));
+    println!(
+        "| floor (store opened, FAISS run once at the exact-search shape) | {:.0} MB | | | | | | |\n| train ({} vectors sample, {:.0} MB) | {:.0} MB | {:.0} MB | trained {:.1} MB | | (not bounded by the database) | | {:.1} |",
+        mb(floor),
+        p.train,
+        mb(train_sample),
+        mb(train_peak),
+        mb(train_peak.saturating_sub(floor)),
+        mb(trained),
+        train_s
+    );
+    for i in 0..p.workers {
+        let (peak, s) = run(&["part", &i.to_string(), &w]);
+        let part = size(&layout.part(i, p.workers, "faiss"));
+        let (lo, hi) = build::shard_range(p.shards(), i, p.workers);
+        let rows = ((hi * p.shard_rows).min(p.n)) - lo * p.shard_rows;
+        largest_part = largest_part.max(part);
+        let rm = rowmap_bytes(rows, id_len);
+        let bound = part + rm + shard_vectors + working + queries;
+        let ok = peak <= floor + bound;
+        holds &= ok;
+        println!(
+            "| part {}/{} ({} shards, {rows} vectors) | {:.0} MB | {:.0} MB | {:.1} MB | {:.1} MB | {:.0} MB | {} | {s:.1} |",
+            i + 1,
+            p.workers,
+            hi - lo,
+            mb(peak),
+            mb(peak.saturating_sub(floor)),
+            mb(part),
+            mb(rm),
+            mb(bound),
+            if ok { "yes" } else { "NO" }
+        );
+        rows_out.push(serde_json::json!({"step": format!("part {i}"), "peak": peak, "floor": floor, "part_bytes": part, "bound": bound}));
+    }
+    let (peak, s) = run(&["merge", &w]);
+    let index = size(&layout.index());
+    let rm = rowmap_bytes(p.n, id_len);
+    let bound = index + largest_part + rm + queries;
+    let ok = peak <= floor + bound;
+    holds &= ok;
+    println!(
+        "| merge ({} parts) + recall | {:.0} MB | {:.0} MB | {:.1} MB | {:.1} MB | {:.0} MB | {} | {s:.1} |",
+        p.workers,
+        mb(peak),
+        mb(peak.saturating_sub(floor)),
+        mb(index),
+        mb(rm),
+        mb(bound),
+        if ok { "yes" } else { "NO" }
+    );
+    println!(
+        "\n{} vectors x {}-d in {} shards of {} ({:.1} MB of vectors each), `{}`, add batch {}, working set {:.0} MB (2 x add chunk {} + exact block 4096 + read block {}); row map estimated as 24 + {id_len} + 16 bytes per row.",
+        p.n,
+        p.d,
+        p.shards(),
+        p.shard_rows,
+        mb(shard_vectors),
+        p.factory,
+        p.add_batch,
+        mb(working),
+        chunk,
+        READ_BLOCK
+    );
+    let j = serde_json::json!({"n": p.n, "d": p.d, "shards": p.shards(), "shard_rows": p.shard_rows, "factory": p.factory, "floor": floor,
+        "train_peak": train_peak, "train_s": train_s, "parts": rows_out, "merge_peak": peak, "merge_s": s, "index_bytes": index, "merge_bound": bound});
+    println!("{j}");
+    if !holds {
+        println!("bound does not hold");
+        std::process::exit(1);
+    }
+}
