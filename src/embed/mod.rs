@@ -244,7 +244,8 @@ impl Embeddings {
     }
 }
 
-fn schema(dim: usize) -> SchemaRef {
+/// The schema of an embedding store shard (`emb-NNNNN.parquet`).
+pub fn store_schema(dim: usize) -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("lat", DataType::Float64, false),
@@ -390,7 +391,7 @@ pub fn embed_to_dir(
                 batches.push(embed_rows(ds, &rows, encoder, opts, &progress, &mut stats)?);
                 Ok(())
             })?;
-            pq::write(&shard_path(si), schema(dim), &batches, &[])?;
+            pq::write(&shard_path(si), store_schema(dim), &batches, &[])?;
             stats.shards_written += 1;
         }
         progress.finish();
@@ -516,7 +517,7 @@ fn embed_rows(
         Arc::new(StringArray::from(errors)),
         Arc::new(list),
     ];
-    Ok(RecordBatch::try_new(schema(dim), cols).expect("columns match the embedding schema"))
+    Ok(RecordBatch::try_new(store_schema(dim), cols).expect("columns match the embedding schema"))
 }
 
 /// Read a complete embedding store directory (`done.json` + `emb-NNNNN.parquet`), in shard

@@ -355,7 +355,7 @@ fn merge_top(a: &mut Vec<(u64, f32)>, b: impl IntoIterator<Item = (u64, f32)>, k
 }
 
 /// Database vectors per exact search of the recall queries while adding (12 MB at 768-d).
-const TRUTH_BLOCK: usize = 4096;
+pub const TRUTH_BLOCK: usize = 4096;
 
 /// The contiguous shard range worker `i` of `n` owns.
 pub fn shard_range(n_shards: usize, i: usize, n: usize) -> (usize, usize) {
@@ -393,6 +393,7 @@ pub fn build_part(spec: &IndexSpec, src: &dyn Shards, layout: &Layout, tr: &Trai
     let mut truth: Vec<Vec<(u64, f32)>> = vec![Vec::new(); nq];
     let total: usize = tr.ok_per_shard[lo..hi].iter().sum();
     let p = Progress::new(&format!("index add (part {}/{workers})", worker + 1), total as u64);
+    let mut flat = faiss::index_factory(d as u32, "Flat", spec.metric.faiss()).map_err(faiss_err("index_factory", "Flat"))?;
     for s in lo..hi {
         src.visit(s, spec.add_batch, &mut |c: &ShardRows| {
             index.add(&c.vectors).map_err(faiss_err("add", f))?;
@@ -401,7 +402,7 @@ pub fn build_part(spec: &IndexSpec, src: &dyn Shards, layout: &Layout, tr: &Trai
             let mut lo = 0;
             while nq > 0 && lo < c.len() {
                 let hi = (lo + TRUTH_BLOCK).min(c.len());
-                let mut flat = faiss::index_factory(d as u32, "Flat", spec.metric.faiss()).map_err(faiss_err("index_factory", "Flat"))?;
+                flat.reset().map_err(faiss_err("reset", "Flat"))?;
                 flat.add(&c.vectors[lo * d..hi * d]).map_err(faiss_err("add", "Flat"))?;
                 let kk = k1.min(hi - lo);
                 let res = flat.search(&queries, kk).map_err(faiss_err("search", "Flat"))?;
@@ -603,8 +604,17 @@ pub fn measure(index: &mut FaissIndex, layout: &Layout, tr: &TrainRecord, truth:
 
 /// Peak resident set size of this process (Linux `VmHWM`), bytes.
 pub fn peak_rss() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// Resident set size of this process now (Linux `VmRSS`), bytes.
+pub fn rss_now() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+fn proc_status_bytes(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -99,8 +99,8 @@ pub struct IndexSpec {
     pub seed: u64,
     /// OpenMP threads FAISS uses (default: all cores).
     pub threads: Option<usize>,
-    /// Vectors added per call (default 16 384): with the FAISS buffers of an add, about twice
-    /// this many vectors are in memory besides the index.
+    /// Vectors added per call (default 16 384); a worker holds one such chunk of vectors, and
+    /// FAISS allocates its per-add buffers (residuals, codes) for the chunk.
     pub add_batch: usize,
     /// Queries searched per call (FAISS parallelises within a call, over queries).
     pub search_batch: usize,

@@ -263,19 +263,9 @@ mod tests {
     //! `StoreShards` over a real Parquet store written in `georag embed`'s layout.
     use super::*;
     use arrow::array::ArrayRef;
-    use arrow::datatypes::{DataType, Field, Schema};
+    use crate::embed::store_schema as schema;
+    use arrow::datatypes::{DataType, Field};
     use std::sync::Arc;
-
-    fn schema(d: usize) -> Arc<Schema> {
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("lat", DataType::Float64, false),
-            Field::new("lon", DataType::Float64, false),
-            Field::new("status", DataType::Utf8, false),
-            Field::new("error", DataType::Utf8, true),
-            Field::new("vector", DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), d as i32), true),
-        ]))
-    }
 
     /// A one-shard store of `n` rows; row `i` is failed (null vector) when `failed(i)`;
     /// `null_ok_row` is an `ok` row whose vector is null (a corrupt store).
