@@ -8,14 +8,20 @@
 //! the layout `georag embed` writes: one `emb-NNNNN.parquet` per dataset shard (id, lat, lon,
 //! status, error, vector; one row in 997 `decode_failed` with a null vector) and `done.json`.
 //!
-//! What is checked (the bench exits 1, printing "bound does not hold", when a step exceeds it):
-//! a worker's peak stays within the floor (the resident memory of a process that opened the
-//! store and ran one FAISS exact search at the shape of the recall searches, its data freed)
-//! plus its part index, its row map, the recall queries, the add working set (the add chunk and
-//! FAISS's residual buffer of the same size, one exact-search block of `TRUTH_BLOCK` vectors, one
-//! read block) and, as issue 10's allowance, one shard of vectors (which no step holds whole); the merge's within the floor plus the final index, the largest
-//! part (read while it is merged in), the row map and the recall queries. Training is printed,
-//! not bounded by the database: it holds the training sample (and FAISS's copies of it).
+//! What is checked (the bench exits 1, printing "bound does not hold", when a step exceeds it),
+//! above the floor (the resident memory of a process that set the allocator as a build does,
+//! opened the store and ran one FAISS exact search at the shape of the recall searches, its
+//! data freed):
+//! - a worker: its part index, its row map (measured per row in the floor process), the recall
+//!   queries, and the add working set: one add chunk (at most one shard, issue 10's allowance,
+//!   since a chunk never spans shards), FAISS's residuals of the chunk, one exact-search block
+//!   of `TRUTH_BLOCK` vectors, one read block decoded by arrow and its copy, one BLAS distance
+//!   tile, the chunk's codes, the truth lists and one search's results;
+//! - the merge: the final index, the largest part twice (read while it is merged in, and the
+//!   list buffers the index outgrows meanwhile, which stay in the heap), the row map and the
+//!   recall queries.
+//! Training is printed, not bounded by the database: it holds the training sample (and
+//! FAISS's copies of it).
 //!
 //! Environment: BENCH_N (1 000 000), BENCH_D (768), BENCH_SHARD_ROWS (4096, what `prepare`
 //! writes), BENCH_WORKERS (4), BENCH_FACTORY (`IVF1024,PQ64`), BENCH_TRAIN (65 536),
@@ -136,10 +142,12 @@ fn child(step: &[String]) {
     let t = Instant::now();
     match step[0].as_str() {
         "floor" => {
-            // The process every step starts as: the store opened, FAISS (OpenMP, BLAS and its
-            // buffers) run once at the shape of the exact searches (the recall queries against
-            // a `TRUTH_BLOCK` of vectors), whose own data is then freed.
+            // The process every step starts as: the allocator set as a build sets it, the store
+            // opened, FAISS (OpenMP, BLAS and its buffers) run once at the shape of the exact
+            // searches (the recall queries against a `TRUTH_BLOCK` of vectors), whose own data
+            // is then freed.
             use faiss::Index;
+            build::return_large_frees();
             src.counts(0).unwrap();
             let mut ix = faiss::index_factory(p.d as u32, "Flat", faiss::MetricType::InnerProduct).unwrap();
             let x: Vec<f32> = (0..p.d * TRUTH_BLOCK).map(|i| (i % 97) as f32 / 97.0).collect();
@@ -148,7 +156,18 @@ fn child(step: &[String]) {
             drop(ix);
             drop(x);
             // Resident memory now (not the high-water mark, which counts the freed data).
-            let j = serde_json::json!({"step": "floor", "peak": build::rss_now().unwrap_or(0), "seconds": t.elapsed().as_secs_f64()});
+            let floor = build::rss_now().unwrap_or(0);
+            // A row map of every row, grown the way a worker grows it, with the store's ids:
+            // its resident growth per row.
+            let mut rows = georag::index::RowMap::default();
+            for g in 0..p.n {
+                rows.ids.push(format!("img{g:08}"));
+                rows.lat.push(g as f64);
+                rows.lon.push(-(g as f64));
+            }
+            let per_row = build::rss_now().unwrap_or(0).saturating_sub(floor) as f64 / p.n.max(1) as f64;
+            drop(rows);
+            let j = serde_json::json!({"step": "floor", "peak": floor, "rowmap_bytes_per_row": per_row, "seconds": t.elapsed().as_secs_f64()});
             println!("{j}");
             return;
         }
@@ -169,21 +188,17 @@ fn child(step: &[String]) {
     println!("{j}");
 }
 
-fn run(step: &[&str]) -> (u64, f64) {
+/// One step in a child process: its peak (bytes), seconds, and the whole JSON line.
+fn run(step: &[&str]) -> (u64, f64, serde_json::Value) {
     let o = Command::new(std::env::current_exe().unwrap()).arg("--step").args(step).env("GEORAG_QUIET", "1").output().unwrap();
     assert!(o.status.success(), "step {step:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
     let line = String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or_default().to_string();
     let j: serde_json::Value = serde_json::from_str(&line).unwrap();
-    (j["peak"].as_u64().unwrap(), j["seconds"].as_f64().unwrap())
+    (j["peak"].as_u64().unwrap(), j["seconds"].as_f64().unwrap(), j)
 }
 
 fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Row map bytes in memory: per row a `String` header, its id bytes, lat and lon.
-fn rowmap_bytes(rows: usize, id_len: usize) -> u64 {
-    (rows * (24 + id_len + 16)) as u64
 }
 
 fn mb(b: u64) -> f64 {
@@ -200,14 +215,23 @@ fn main() {
     let _ = std::fs::remove_dir_all(p.cache());
     let vec_bytes = |rows: usize| (rows * p.d * 4) as u64;
     let shard_vectors = vec_bytes(p.shard_rows);
+    // The add chunk: at most one shard (a chunk never spans shards), the issue's allowance.
     let chunk = p.add_batch.min(p.shard_rows);
-    // Add chunk + FAISS's per-add buffer of the same size + exact-search block + read block.
-    let working = 2 * vec_bytes(chunk) + vec_bytes(TRUTH_BLOCK) + vec_bytes(READ_BLOCK);
+    // The add working set besides the chunk: FAISS's residuals of the chunk, one exact-search
+    // block, one read block decoded by arrow and its copy.
+    // And one distance tile of FAISS's BLAS search (at most 4096 queries x 1024 database
+    // vectors, its `distance_compute_blas_*_bs`): the chunk against the coarse centroids, or
+    // the recall queries against an exact block, whichever is larger.
+    let nlist = p.factory.split(',').find_map(|t| t.strip_prefix("IVF")).and_then(|t| t.parse::<usize>().ok()).unwrap_or(0);
+    let nq = p.spec().recall.queries;
+    let tile = 4 * (chunk.min(4096) * nlist.min(1024)).max(nq.min(4096) * TRUTH_BLOCK.min(1024)) as u64;
+    let working = vec_bytes(chunk) + vec_bytes(TRUTH_BLOCK) + 2 * vec_bytes(READ_BLOCK) + tile;
     // The recall queries, held by every step after training.
     let queries = vec_bytes(p.spec().recall.queries);
-    let id_len = 11;
-    let (floor, _) = run(&["floor"]);
-    let (train_peak, train_s) = run(&["train"]);
+    let (floor, _, fj) = run(&["floor"]);
+    let per_row = fj["rowmap_bytes_per_row"].as_f64().unwrap();
+    let rowmap = |rows: usize| (rows as f64 * per_row) as u64;
+    let (train_peak, train_s, _) = run(&["train"]);
     let fp = georag::index::fingerprint(&p.spec(), &p.store());
     let layout = Layout::new(p.cache().join("index").join(&fp));
     let trained = size(&layout.trained());
@@ -238,23 +262,29 @@ fn main() {
         ok
     };
     for i in 0..p.workers {
-        let step = run(&["part", &i.to_string(), &w]);
+        let (pk, ps, _) = run(&["part", &i.to_string(), &w]);
+        let step = (pk, ps);
         let part = size(&layout.part(i, p.workers, "faiss"));
         let (lo, hi) = build::shard_range(p.shards(), i, p.workers);
         let rows: usize = tr.ok_per_shard[lo..hi].iter().sum();
         largest_part = largest_part.max(part);
-        let rm = rowmap_bytes(rows, id_len);
-        let bound = part + rm + shard_vectors + working + queries;
+        let rm = rowmap(rows);
+        // The chunk's codes and ids before they enter the lists (the part's bytes per vector),
+        // the recall truth lists and one exact search's results (16 and 12 bytes a hit).
+        let small = (chunk as u64 * part / rows.max(1) as u64) + (nq * (p.spec().recall.k + 1) * 28) as u64;
+        let bound = part + rm + vec_bytes(chunk) + working + queries + small;
         holds &= row(format!("part {}/{} ({} shards, {rows} vectors)", i + 1, p.workers, hi - lo), step, part, rm, bound);
         rows_out.push(serde_json::json!({"step": format!("part {i}"), "peak": step.0, "floor": floor, "part_bytes": part, "bound": bound}));
     }
-    let (peak, s) = run(&["merge", &w]);
+    let (peak, s, _) = run(&["merge", &w]);
     let index = size(&layout.index());
-    let rm = rowmap_bytes(tr.n_ok(), id_len);
-    let bound = index + largest_part + rm + queries;
+    let rm = rowmap(tr.n_ok());
+    // While a part is merged in, each inverted list of the index moves to a buffer that
+    // holds both, and the buffers it leaves stay in the heap: up to one part again.
+    let bound = index + 2 * largest_part + rm + queries;
     holds &= row(format!("merge ({} parts) + recall", p.workers), (peak, s), index, rm, bound);
     println!(
-        "\n{} vectors x {}-d in {} shards of {} ({:.1} MB of vectors each), `{}`, add batch {}, working set {:.0} MB (2 x add chunk {} + exact block {} + read block {}); row map estimated as 24 + {id_len} + 16 bytes per row.",
+        "\n{} vectors x {}-d in {} shards of {} ({:.1} MB of vectors each), `{}`, add batch {}, add chunk {} vectors, working set {:.0} MB besides it (FAISS's residuals of the chunk + exact block {} + 2 x read block {} + a {:.1} MB BLAS tile); row map measured at {per_row:.1} bytes per row.",
         p.n,
         p.d,
         p.shards(),
@@ -262,10 +292,11 @@ fn main() {
         mb(shard_vectors),
         p.factory,
         p.add_batch,
-        mb(working),
         chunk,
+        mb(working),
         TRUTH_BLOCK,
-        READ_BLOCK
+        READ_BLOCK,
+        mb(tile)
     );
     let j = serde_json::json!({"n": p.n, "d": p.d, "shards": p.shards(), "shard_rows": p.shard_rows, "factory": p.factory, "floor": floor,
         "train_peak": train_peak, "train_s": train_s, "parts": rows_out, "merge_peak": peak, "merge_s": s, "index_bytes": index, "merge_bound": bound});

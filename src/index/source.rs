@@ -31,6 +31,20 @@ impl ShardRows {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+    /// Move the first `n` rows of `from` (vectors of `dim`) to the end of these.
+    pub fn take_front(&mut self, from: &mut ShardRows, n: usize, dim: usize) {
+        self.ids.extend(from.ids.drain(..n));
+        self.lat.extend(from.lat.drain(..n));
+        self.lon.extend(from.lon.drain(..n));
+        self.vectors.extend(from.vectors.drain(..n * dim));
+    }
+    /// No rows; the buffers keep their capacity for the next chunk.
+    pub fn clear(&mut self) {
+        self.ids.clear();
+        self.lat.clear();
+        self.lon.clear();
+        self.vectors.clear();
+    }
 }
 
 /// Vectors to index, shard by shard.
@@ -173,11 +187,9 @@ impl Shards for StoreShards {
     }
     fn read(&self, s: usize) -> Result<ShardRows, IndexError> {
         let mut r = ShardRows::default();
-        self.stream(s, READ_BLOCK, &mut |c| {
-            r.ids.extend(c.ids);
-            r.lat.extend(c.lat);
-            r.lon.extend(c.lon);
-            r.vectors.extend(c.vectors);
+        self.stream(s, READ_BLOCK, &mut |mut c| {
+            let n = c.len();
+            r.take_front(&mut c, n, self.dim);
             Ok(())
         })?;
         Ok(r)
@@ -191,16 +203,10 @@ impl Shards for StoreShards {
         self.stream(s, chunk.min(READ_BLOCK), &mut |mut b| {
             while !b.is_empty() {
                 let take = (chunk - acc.len()).min(b.len());
-                acc.ids.extend(b.ids.drain(..take));
-                acc.lat.extend(b.lat.drain(..take));
-                acc.lon.extend(b.lon.drain(..take));
-                acc.vectors.extend(b.vectors.drain(..take * self.dim));
+                acc.take_front(&mut b, take, self.dim);
                 if acc.len() == chunk {
                     f(&acc)?;
-                    acc.ids.clear();
-                    acc.lat.clear();
-                    acc.lon.clear();
-                    acc.vectors.clear();
+                    acc.clear();
                 }
             }
             Ok(())

@@ -30,9 +30,25 @@ pub enum ParquetError {
 /// Write batches to `path` atomically. Snappy compression, except for columns listed in
 /// `uncompressed` (already-compressed payloads such as JPEG bytes).
 pub fn write(path: &Path, schema: SchemaRef, batches: &[RecordBatch], uncompressed: &[&str]) -> Result<(), ParquetError> {
+    write_stream(path, schema, batches.iter().map(|b| Ok(b.clone())), uncompressed, None)
+}
+
+/// [`write`] for batches made one at a time. With `group_rows`, a row group is written out
+/// every that many rows, so the writer holds about one group of encoded data instead of the
+/// whole file (parquet's default group is 1 M rows).
+pub fn write_stream(
+    path: &Path,
+    schema: SchemaRef,
+    batches: impl Iterator<Item = Result<RecordBatch, arrow::error::ArrowError>>,
+    uncompressed: &[&str],
+    group_rows: Option<usize>,
+) -> Result<(), ParquetError> {
     let tmp = atomic::temp_for(path)?;
     let p = |source| ParquetError::Parquet { path: path.to_path_buf(), source };
     let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+    if let Some(g) = group_rows {
+        props = props.set_max_row_group_row_count(Some(g.max(1)));
+    }
     for c in uncompressed {
         props = props.set_column_compression(ColumnPath::from(*c), Compression::UNCOMPRESSED);
     }
@@ -40,7 +56,8 @@ pub fn write(path: &Path, schema: SchemaRef, batches: &[RecordBatch], uncompress
         let file = File::create(&tmp).map_err(|source| ParquetError::Io { path: path.to_path_buf(), source })?;
         let mut w = ArrowWriter::try_new(file, schema, Some(props.build())).map_err(p)?;
         for b in batches {
-            w.write(b).map_err(p)?;
+            let b = b.map_err(|source| ParquetError::Arrow { path: path.to_path_buf(), source })?;
+            w.write(&b).map_err(p)?;
         }
         w.close().map_err(p)?;
         Ok(())
