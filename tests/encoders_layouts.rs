@@ -276,3 +276,36 @@ fn siglip_vision_only_sparse_config() {
     assert!(e.contains("preprocessor_config.json") && e.contains("ShortestEdge(32)"), "{e}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `embed::identity` (what `georag index` uses to find the embedding store without building the
+/// encoder) gives the fingerprint and dimension that building the encoder gives, for the TINY
+/// RANDOM-WEIGHT CLIP and SigLIP fixtures, the f16 `.bin` SigLIP layout and IM2GPS, and it never
+/// decodes a weight: with the tensor data cut off after the header, identity still answers (the
+/// weight files are only hashed) while loading fails.
+#[test]
+fn identity_matches_the_built_encoder_without_decoding_weights() {
+    let spec = |kind: &str, dir: &Path| -> georag::embed::EncoderSpec { serde_yaml::from_str(&format!("{{kind: {kind}, dir: {}}}", dir.display())).unwrap() };
+    let bin = snapshot("siglip-tiny", "identity-siglip-bin");
+    std::fs::copy(fixtures().join("layouts/siglip-tiny-f16.bin"), bin.join("pytorch_model.bin")).unwrap();
+    let cases = [("clip", fixtures().join("clip-tiny")), ("siglip", fixtures().join("siglip-tiny")), ("siglip", bin)];
+    for (kind, dir) in &cases {
+        let s = spec(kind, dir);
+        let built = georag::embed::build(&s).unwrap_or_else(|e| panic!("{kind} {}: {e}", dir.display()));
+        let (fp, dim) = georag::embed::identity(&s).unwrap();
+        assert_eq!((fp.as_str(), dim), (built.fingerprint(), built.dim()), "{kind} {}", dir.display());
+    }
+    let im: georag::embed::EncoderSpec = serde_yaml::from_str("{kind: im2gps, tiny: 8}").unwrap();
+    let built = georag::embed::build(&im).unwrap();
+    assert_eq!(georag::embed::identity(&im).unwrap(), (built.fingerprint().to_string(), built.dim()));
+
+    // Weights cut to their first 4 KiB (the safetensors header and no tensor data).
+    let cut = snapshot("clip-tiny", "identity-cut");
+    let full = std::fs::read(fixtures().join("clip-tiny/model.safetensors")).unwrap();
+    let header = 8 + u64::from_le_bytes(full[..8].try_into().unwrap()) as usize;
+    std::fs::write(cut.join("model.safetensors"), &full[..header.max(4096).min(full.len() - 1)]).unwrap();
+    let s = spec("clip", &cut);
+    let (fp, dim) = georag::embed::identity(&s).unwrap();
+    assert_eq!(dim, load_clip(&fixtures().join("clip-tiny")).dim());
+    assert_ne!(fp, load_clip(&fixtures().join("clip-tiny")).fingerprint(), "the cut file hashes differently");
+    assert!(georag::embed::build(&s).is_err(), "loading truncated weights must fail");
+}

@@ -298,6 +298,37 @@ fn candle(path: &std::path::Path, context: &str) -> impl Fn(candle_core::Error) 
     move |source| HfError::Candle { path: path.clone(), context: context.clone(), source }
 }
 
+/// What a CLIP snapshot's files say before any weight is decoded: configs, preprocessing and
+/// the encoder's fingerprint (which hashes the weight files).
+struct Files {
+    snap: Snapshot,
+    c: ClipVisionJson,
+    pre: Preprocess,
+    fp: String,
+}
+
+fn files(p: &HfParams) -> Result<Files, EncodeError> {
+    let snap = Snapshot::open(&p.dir)?;
+    let c = vision_config(&snap)?;
+    let pre_path = p.dir.join("preprocessor_config.json");
+    let pre = Preprocess::from_config(&snap.preprocessor, Family::Clip, &pre_path)?;
+    if pre.output_size() != Some((c.image_size as u32, c.image_size as u32)) {
+        return Err(HfError::Config {
+            path: pre_path,
+            message: format!("preprocessing yields {:?}, the model's image_size is {}", pre.output_size(), c.image_size),
+        }
+        .into());
+    }
+    let fp = Fingerprint::new("encoder/clip/1").field(&snap.weights_sha256()?).json(&c).json(&pre).json(&p.dtype).finish();
+    Ok(Files { snap, c, pre, fp })
+}
+
+/// The fingerprint and dimension [`ClipEncoder::load`] would give, without building the model.
+pub fn identity(p: &HfParams) -> Result<(String, usize), EncodeError> {
+    let f = files(p)?;
+    Ok((f.fp, f.c.projection_dim))
+}
+
 impl ClipEncoder {
     pub fn load(p: &HfParams) -> Result<ClipEncoder, EncodeError> {
         Self::load_with(p, Kernels::Auto)
@@ -305,17 +336,7 @@ impl ClipEncoder {
 
     /// [`ClipEncoder::load`] with a choice of implementation (tests compare the two).
     pub fn load_with(p: &HfParams, kernels: Kernels) -> Result<ClipEncoder, EncodeError> {
-        let snap = Snapshot::open(&p.dir)?;
-        let c = vision_config(&snap)?;
-        let pre_path = p.dir.join("preprocessor_config.json");
-        let pre = Preprocess::from_config(&snap.preprocessor, Family::Clip, &pre_path)?;
-        if pre.output_size() != Some((c.image_size as u32, c.image_size as u32)) {
-            return Err(HfError::Config {
-                path: pre_path,
-                message: format!("preprocessing yields {:?}, the model's image_size is {}", pre.output_size(), c.image_size),
-            }
-            .into());
-        }
+        let Files { snap, c, pre, fp } = files(p)?;
         let device = hf::device(&p.device)?;
         hf::check_dtype(&device, p.dtype, &p.device)?;
         let dtype = p.dtype.candle();
@@ -331,12 +352,6 @@ impl ClipEncoder {
                 .map_err(candle(&wpath, "visual_projection"))?;
             Net::Candle { tower, projection }
         };
-        let fp = Fingerprint::new("encoder/clip/1")
-            .field(&snap.weights_sha256()?)
-            .json(&c)
-            .json(&pre)
-            .json(&p.dtype)
-            .finish();
         let name = format!("clip:{}", p.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
         Ok(ClipEncoder { net, pre, size: c.image_size, device, dtype, dim: c.projection_dim, fp, name })
     }

@@ -207,12 +207,31 @@ pub struct GeoclipImageEncoder {
     fp: String,
 }
 
+/// The GeoCLIP image encoder's fingerprint from its CLIP tower's and the image MLP's file.
+fn image_fingerprint(clip_fp: &str, mlp: &Path) -> Result<String, EncodeError> {
+    Ok(Fingerprint::new("encoder/geoclip-image/1").field(clip_fp).field(&hf::sha256_files(&[mlp.to_path_buf()])?).finish())
+}
+
+fn check_clip_dim(p: &HfParams, dim: usize) -> Result<(), EncodeError> {
+    if dim != 768 {
+        return Err(EncodeError::Config(format!("geoclip: the CLIP projection must be 768-d (ViT-L/14), {} is {dim}-d", p.dir.display())));
+    }
+    Ok(())
+}
+
+/// The fingerprint and dimension [`GeoclipImageEncoder::load`] would give, without building
+/// either model.
+pub fn identity(p: &HfParams, weights: &Path) -> Result<(String, usize), EncodeError> {
+    let (clip_fp, dim) = super::clip::identity(p)?;
+    check_clip_dim(p, dim)?;
+    let path = find_file(weights, "weights", IMAGE_MLP_WEIGHTS)?;
+    Ok((image_fingerprint(&clip_fp, &path)?, 512))
+}
+
 impl GeoclipImageEncoder {
     pub fn load(p: &HfParams, weights: &Path) -> Result<GeoclipImageEncoder, EncodeError> {
         let clip = ClipEncoder::load(p)?;
-        if clip.dim() != 768 {
-            return Err(EncodeError::Config(format!("geoclip: the CLIP projection must be 768-d (ViT-L/14), {} is {}-d", p.dir.display(), clip.dim())));
-        }
+        check_clip_dim(p, clip.dim())?;
         let path = find_file(weights, "weights", IMAGE_MLP_WEIGHTS)?;
         let device = hf::device(&p.device)?;
         let vb = read_pth(&path, &device)?.set_dtype(p.dtype.candle());
@@ -220,7 +239,7 @@ impl GeoclipImageEncoder {
         let c = |e| HfError::Candle { path: path.clone(), context: "image MLP".into(), source: e };
         let l1 = candle_nn::linear(768, 768, vb.pp("0")).map_err(c)?;
         let l2 = candle_nn::linear(768, 512, vb.pp("2")).map_err(c)?;
-        let fp = Fingerprint::new("encoder/geoclip-image/1").field(clip.fingerprint()).field(&hf::sha256_files(&[path])?).finish();
+        let fp = image_fingerprint(clip.fingerprint(), &path)?;
         Ok(GeoclipImageEncoder { clip, l1, l2, fp })
     }
 }

@@ -213,6 +213,22 @@ pub fn build(spec: &EncoderSpec) -> Result<Box<dyn Encoder>, EncodeError> {
     }
 }
 
+/// An encoder's fingerprint and output dimension from its files, without building the model
+/// (no weights decoded; weight files are hashed): what locating an embedding store needs
+/// (`georag index`). The same as `build(spec)`'s `fingerprint()` and `dim()`.
+pub fn identity(spec: &EncoderSpec) -> Result<(String, usize), EncodeError> {
+    match spec {
+        EncoderSpec::Im2gps { params } => {
+            let e = im2gps::Im2gpsEncoder::new(params.clone())?;
+            Ok((e.fingerprint().to_string(), e.dim()))
+        }
+        EncoderSpec::Clip { params } => clip::identity(params),
+        EncoderSpec::Siglip { params } => siglip::identity(params),
+        EncoderSpec::Geoclip { params, weights } => geoclip::identity(params, weights),
+        EncoderSpec::Aligned { base, model } => aligned::identity(base, model),
+    }
+}
+
 /// All embeddings of a dataset, in dataset order.
 #[derive(Clone, Debug)]
 pub struct Embeddings {
@@ -332,7 +348,12 @@ struct Done {
 
 /// The store directory of a dataset under an encoder.
 pub fn store_dir(cache_dir: &Path, encoder: &dyn Encoder, ds: &Dataset) -> PathBuf {
-    cache_dir.join("embeddings").join(format!("{}-{}", encoder.fingerprint(), ds.manifest.fingerprint))
+    store_dir_of(cache_dir, encoder.fingerprint(), ds)
+}
+
+/// [`store_dir`] from an encoder fingerprint (as [`identity`] gives it).
+pub fn store_dir_of(cache_dir: &Path, encoder_fingerprint: &str, ds: &Dataset) -> PathBuf {
+    cache_dir.join("embeddings").join(format!("{encoder_fingerprint}-{}", ds.manifest.fingerprint))
 }
 
 /// What one embedding call did.

@@ -182,6 +182,42 @@ pub struct SiglipEncoder {
     name: String,
 }
 
+/// What a SigLIP snapshot's files say before any weight is decoded: configs, preprocessing and
+/// the encoder's fingerprint (which hashes the weight files).
+struct Files {
+    snap: Snapshot,
+    cfg: VisionConfig,
+    pre: Preprocess,
+    fp: String,
+}
+
+fn files(p: &HfParams) -> Result<Files, EncodeError> {
+    let snap = Snapshot::open(&p.dir)?;
+    let cfg_path = snap.config_path();
+    let (cfg, vjson) = vision_config(&snap)?;
+    if vjson.get("vision_use_head").and_then(|v| v.as_bool()) == Some(false) {
+        return Err(HfError::Config { path: cfg_path, message: "vision_use_head is false: no pooled embedding".into() }.into());
+    }
+    let pre_path = p.dir.join("preprocessor_config.json");
+    let pre = Preprocess::from_config(&snap.preprocessor, Family::Siglip, &pre_path)?;
+    let want = Resize::Exact { height: cfg.image_size as u32, width: cfg.image_size as u32 };
+    if pre.resize.as_ref() != Some(&want) || pre.crop.is_some() {
+        return Err(HfError::Config {
+            path: pre_path,
+            message: format!("SigLIP input must be resized straight to the model's image_size {0}x{0}; preprocessing is {1:?} then crop {2:?}", cfg.image_size, pre.resize, pre.crop),
+        }
+        .into());
+    }
+    let fp = Fingerprint::new("encoder/siglip/1").field(&snap.weights_sha256()?).json(&vjson).json(&pre).json(&p.dtype).finish();
+    Ok(Files { snap, cfg, pre, fp })
+}
+
+/// The fingerprint and dimension [`SiglipEncoder::load`] would give, without building the model.
+pub fn identity(p: &HfParams) -> Result<(String, usize), EncodeError> {
+    let f = files(p)?;
+    Ok((f.fp, f.cfg.hidden_size))
+}
+
 impl SiglipEncoder {
     pub fn load(p: &HfParams) -> Result<SiglipEncoder, EncodeError> {
         Self::load_with(p, Kernels::Auto)
@@ -189,22 +225,7 @@ impl SiglipEncoder {
 
     /// [`SiglipEncoder::load`] with a choice of implementation (tests compare the two).
     pub fn load_with(p: &HfParams, kernels: Kernels) -> Result<SiglipEncoder, EncodeError> {
-        let snap = Snapshot::open(&p.dir)?;
-        let cfg_path = snap.config_path();
-        let (cfg, vjson) = vision_config(&snap)?;
-        if vjson.get("vision_use_head").and_then(|v| v.as_bool()) == Some(false) {
-            return Err(HfError::Config { path: cfg_path, message: "vision_use_head is false: no pooled embedding".into() }.into());
-        }
-        let pre_path = p.dir.join("preprocessor_config.json");
-        let pre = Preprocess::from_config(&snap.preprocessor, Family::Siglip, &pre_path)?;
-        let want = Resize::Exact { height: cfg.image_size as u32, width: cfg.image_size as u32 };
-        if pre.resize.as_ref() != Some(&want) || pre.crop.is_some() {
-            return Err(HfError::Config {
-                path: pre_path,
-                message: format!("SigLIP input must be resized straight to the model's image_size {0}x{0}; preprocessing is {1:?} then crop {2:?}", cfg.image_size, pre.resize, pre.crop),
-            }
-            .into());
-        }
+        let Files { snap, cfg, pre, fp } = files(p)?;
         let device = hf::device(&p.device)?;
         hf::check_dtype(&device, p.dtype, &p.device)?;
         let dtype = p.dtype.candle();
@@ -215,12 +236,6 @@ impl SiglipEncoder {
             Some(act) if kernels.cpu_path(&device, dtype) => Net::Cpu(Box::new(CpuTower::new(vb.pp("vision_model"), &cfg, act).map_err(built)?)),
             _ => Net::Candle(VisionModel::new(&cfg, true, vb.pp("vision_model")).map_err(built)?),
         };
-        let fp = Fingerprint::new("encoder/siglip/1")
-            .field(&snap.weights_sha256()?)
-            .json(&vjson)
-            .json(&pre)
-            .json(&p.dtype)
-            .finish();
         let name = format!("siglip:{}", p.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
         Ok(SiglipEncoder { net, pre, size: cfg.image_size, device, dtype, dim: cfg.hidden_size, fp, name })
     }

@@ -31,11 +31,12 @@ pub enum IndexOutcome {
 }
 
 /// Open the database's embedding store of `cfg` (it must be complete: `georag embed` first).
+/// The encoder is identified from its files, not built: an index worker decodes no weights.
 pub fn store_of(cfg: &Config) -> Result<StoreShards, PipelineError> {
     let (db, _) = ingest::materialize(&cfg.database, &cfg.cache_dir)?;
-    let encoder = embed::build(&cfg.encoder)?;
-    let dir = embed::store_dir(&cfg.cache_dir, encoder.as_ref(), &db);
-    Ok(StoreShards::open(&dir, encoder.dim(), db.manifest.shards.len())?)
+    let (fp, dim) = embed::identity(&cfg.encoder)?;
+    let dir = embed::store_dir_of(&cfg.cache_dir, &fp, &db);
+    Ok(StoreShards::open(&dir, dim, db.manifest.shards.len())?)
 }
 
 /// Run one index action; `config` is the path as the user typed it (for the commands that
