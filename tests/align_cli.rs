@@ -109,5 +109,13 @@ fn align_train_resumes_and_geo_verify_uses_the_trained_heads() {
     assert!(rr.stages.iter().any(|s| s.stage == "gallery"));
     let cached: Vec<_> = std::fs::read_dir(dir.join("cache/gallery")).unwrap().collect();
     assert_eq!(cached.len(), 1, "one cached gallery embedding file");
+    // The report shows the model's training curves (one model, named by both the selector and
+    // the gallery method) and its fingerprint in the notes.
+    let plots: Vec<String> = std::fs::read_dir(out.join("plots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(plots.iter().filter(|p| p.starts_with("align_loss_") && p.ends_with(".svg")).count(), 1, "{plots:?}");
+    assert_eq!(plots.iter().filter(|p| p.starts_with("align_holdout_") && p.ends_with(".svg")).count(), 1, "{plots:?}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("Held-out image-&gt;GPS accuracy") || html.contains("Held-out image->GPS accuracy"), "no held-out curve in the report");
+    assert!(html.contains(&format!("model fingerprint {}", card.model_fingerprint)), "no model fingerprint in the notes");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -399,6 +399,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalOutcome, EvalError> {
         no_plots: args.no_plots,
         scored: Some(&scored),
         regions: false,
+        charts: &[],
     };
     let rep = report::write_report_with(out, &input, &extras)?;
     files.extend(rep.files);

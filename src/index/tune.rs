@@ -5,7 +5,7 @@
 
 use super::build::{self, Layout, RecallPoint, TrainRecord};
 use super::{BuiltIndex, IndexError, IndexSpec};
-use crate::report::plot::{self, LineChart, Series, Stroke};
+use crate::report::plot::{self, LineChart, Series, Stroke, XAxis};
 use crate::util::atomic;
 use std::path::Path;
 
@@ -111,6 +111,7 @@ fn chart(spec: &IndexSpec, t: &Tuning) -> LineChart {
         color,
     };
     LineChart {
+        x_axis: XAxis::Log,
         title: format!("{}: recall against exact search vs queries/s, over {}", spec.factory, t.knob),
         x_desc: "queries per second (one batch, all FAISS threads; log scale)".into(),
         y_desc: "recall (%)".into(),

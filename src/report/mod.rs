@@ -12,6 +12,7 @@ pub mod per_image;
 pub mod plot;
 pub mod region;
 pub mod table;
+pub mod training;
 
 use crate::eval::published::PublishedFile;
 use crate::metrics::describe::thresholds_of;
@@ -58,6 +59,9 @@ pub struct ReportExtras<'a> {
     /// Also analyse accuracy by continent and country of the ground truth (`regions.csv`,
     /// `regions.json`, an HTML section and a country map per method; `georag run` does).
     pub regions: bool,
+    /// Further line charts for the page and `plots/`: (file name, chart, caption), e.g. the
+    /// training curves of the alignment models a run uses.
+    pub charts: &'a [(String, plot::LineChart, String)],
 }
 
 /// What a report wrote.
@@ -148,6 +152,9 @@ pub fn write_report_with(out: &Path, input: &ReportInput, extras: &ReportExtras)
             return Ok((Vec::new(), files));
         }
         let mut figures = plots(out, input, extras, &table, &scored, &mut files)?;
+        for (name, chart, caption) in extras.charts {
+            figures.push(emit(&out.join("plots"), name, &plot::line_chart(chart), &mut files, caption)?);
+        }
         for (a, r) in regions.iter().zip(input.results) {
             let name = format!("countries_{}_{}", slug(&a.dataset), slug(&a.method));
             figures.push(emit(&out.join("plots"), &name, &plot::world_map(&region::country_map(a, &r.records, MAP_MAX_POINTS)), &mut files, &format!(
@@ -313,6 +320,7 @@ fn accuracy_chart(ds: &str, rows: &[&MetricsRow], block: &table::TableBlock, pub
     let tmin = block.thresholds_km.first().copied().unwrap_or(1.0).min(1.0);
     let tmax = block.thresholds_km.last().copied().unwrap_or(2500.0).max(2500.0);
     plot::LineChart {
+        x_axis: plot::XAxis::Log,
         title: format!("Accuracy vs. distance threshold: {ds}"),
         subtitle: rows.first().map(|r| short_convention(r)),
         x_desc: "distance threshold (km, log scale)".into(),
@@ -357,6 +365,7 @@ fn cdf_chart<'a>(ds: &str, items: impl Iterator<Item = (&'a MethodResult, &'a Co
         });
     }
     plot::LineChart {
+        x_axis: plot::XAxis::Log,
         title: format!("Cumulative distribution of errors: {ds}"),
         subtitle: sub,
         x_desc: "error distance (km, log scale)".into(),

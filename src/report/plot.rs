@@ -6,6 +6,7 @@
 //! plotters' caption/legend helpers, which need a font to measure text even for SVG output.
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::path::{Path, PathBuf};
@@ -77,9 +78,20 @@ pub struct Series {
     pub color: usize,
 }
 
-/// A line chart with a logarithmic x axis (kilometres) and a linear y axis (percent).
+/// The x axis of a line chart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XAxis {
+    /// Logarithmic (kilometres in the accuracy and error charts, queries/s in the index tuning
+    /// curve), ticks as plain numbers.
+    Log,
+    /// Linear, integer ticks (training steps, epochs).
+    Linear,
+}
+
+/// A line chart: x axis per [`XAxis`], linear y axis.
 #[derive(Clone, Debug)]
 pub struct LineChart {
+    pub x_axis: XAxis,
     pub title: String,
     pub x_desc: String,
     pub y_desc: String,
@@ -248,16 +260,36 @@ fn draw_line_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineCh
     title(root, &c.title, c.subtitle.as_deref())?;
     let top = if c.subtitle.is_some() { 64 } else { 48 };
     let area = root.margin(top, 10, 10, 30);
-    let mut chart = ChartBuilder::on(&area)
-        .x_label_area_size(55)
-        .y_label_area_size(70)
-        .build_cartesian_2d((c.x_range.0..c.x_range.1).log_scale(), c.y_range.0..c.y_range.1)
-        .map_err(err)?;
+    let mut builder = ChartBuilder::on(&area);
+    builder.x_label_area_size(55).y_label_area_size(70);
+    let (x0, x1) = c.x_range;
+    let y = c.y_range.0..c.y_range.1;
+    match c.x_axis {
+        XAxis::Log => {
+            let chart = builder.build_cartesian_2d((x0..x1).log_scale(), y).map_err(err)?;
+            draw_lines(root, chart, c, &|v| km_tick(*v), &|x| x > 0.0)
+        }
+        XAxis::Linear => {
+            let chart = builder.build_cartesian_2d(x0..x1, y).map_err(err)?;
+            draw_lines(root, chart, c, &|v| if v.fract().abs() < 1e-9 { format!("{v:.0}") } else { format!("{v:.1}") }, &|_| true)
+        }
+    }
+}
+
+/// The mesh, series and legend of a line chart on either x axis; `keep` drops points the axis
+/// cannot show (x <= 0 on a log axis).
+fn draw_lines<DB: DrawingBackend, X: Ranged<ValueType = f64> + ValueFormatter<f64>>(
+    root: &DrawingArea<DB, Shift>,
+    mut chart: ChartContext<'_, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>,
+    c: &LineChart,
+    x_label: &dyn Fn(&f64) -> String,
+    keep: &dyn Fn(f64) -> bool,
+) -> Result<(), String> {
     chart
         .configure_mesh()
         .x_desc(c.x_desc.as_str())
         .y_desc(c.y_desc.as_str())
-        .x_label_formatter(&|v| km_tick(*v))
+        .x_label_formatter(x_label)
         .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 15))
         .axis_desc_style(("sans-serif", 17))
@@ -267,7 +299,7 @@ fn draw_line_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &LineCh
         .map_err(err)?;
     for s in &c.series {
         let color = PALETTE[s.color % PALETTE.len()];
-        let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|(x, _)| *x > 0.0).collect();
+        let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(|(x, _)| keep(*x)).collect();
         match s.stroke {
             Stroke::Solid => {
                 chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(err)?;

@@ -1,0 +1,144 @@
+//! Training curves of the alignment models a run uses (`georag align train`'s `model.json`):
+//! the loss per optimizer step with its per-epoch mean, and the held-out image->GPS accuracy
+//! after each epoch at every threshold (epoch 0 = untrained).
+
+use super::plot::{LineChart, Series, Stroke, XAxis};
+use crate::align::train::{Curve, ModelCard};
+use std::path::{Path, PathBuf};
+
+/// An alignment model directory named by a config, with its card.
+pub struct TrainedModel {
+    pub dir: PathBuf,
+    pub card: ModelCard,
+}
+
+/// Every alignment model directory a (resolved) config names, in config order, without
+/// repeats: an `aligned` encoder's or a `gallery` method's `model`, a `geo_verify` selector's
+/// `aligned`, at any depth.
+pub fn model_dirs(config: &serde_json::Value) -> Vec<PathBuf> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<PathBuf>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let key = match m.get("kind").and_then(|k| k.as_str()) {
+                    Some("aligned") | Some("gallery") => Some("model"),
+                    Some("geo_verify") => Some("aligned"),
+                    _ => None,
+                };
+                if let Some(d) = key.and_then(|k| m.get(k)).and_then(|d| d.as_str()) {
+                    let d = PathBuf::from(d);
+                    if !out.contains(&d) {
+                        out.push(d);
+                    }
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(config, &mut out);
+    out
+}
+
+/// The card of the model in `dir`, or why it cannot be read (shown as a note).
+pub fn read(dir: &Path) -> Result<TrainedModel, String> {
+    let p = dir.join("model.json");
+    let b = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let card: ModelCard = serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(TrainedModel { dir: dir.to_path_buf(), card })
+}
+
+/// Loss per step (thin) and its mean per epoch (markers at each epoch's last step).
+pub fn loss_chart(label: &str, c: &Curve) -> LineChart {
+    let steps: Vec<(f64, f64)> = c.steps.iter().map(|s| (s.step as f64, s.loss)).collect();
+    let mut means: Vec<(f64, f64)> = Vec::new();
+    let mut i = 0;
+    while i < c.steps.len() {
+        let e = c.steps[i].epoch;
+        let j = i + c.steps[i..].iter().take_while(|s| s.epoch == e).count();
+        let mean = c.steps[i..j].iter().map(|s| s.loss).sum::<f64>() / (j - i) as f64;
+        means.push((c.steps[j - 1].step as f64, mean));
+        i = j;
+    }
+    let hi = steps.iter().map(|p| p.1).fold(0.0f64, f64::max);
+    let last = steps.last().map_or(1.0, |p| p.0.max(1.0));
+    LineChart {
+        x_axis: XAxis::Linear,
+        title: format!("Training loss: {label}"),
+        subtitle: Some(format!(
+            "{} optimizer steps; line per step (one batch; an epoch's last, smaller batch has fewer negatives, so a lower contrastive loss), markers the mean of each epoch",
+            c.steps.len()
+        )),
+        x_desc: "optimizer step".into(),
+        y_desc: "loss".into(),
+        x_range: (0.0, last),
+        y_range: (0.0, (hi * 1.05).max(1e-6)),
+        series: vec![
+            Series { label: "loss per step".into(), points: steps, stroke: Stroke::Solid, markers: false, bars: vec![], color: 0 },
+            Series { label: "epoch mean".into(), points: means, stroke: Stroke::Dashed, markers: true, bars: vec![], color: 1 },
+        ],
+    }
+}
+
+/// Held-out accuracy (%) after each epoch, one line per threshold.
+pub fn holdout_chart(label: &str, c: &Curve) -> LineChart {
+    let thresholds: Vec<f64> = c.evals.first().map(|e| e.accuracy.iter().map(|a| a.0).collect()).unwrap_or_default();
+    let series = thresholds
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| Series {
+            label: format!("< {t} km"),
+            points: c.evals.iter().filter_map(|e| e.accuracy.iter().find(|a| a.0 == t).map(|a| (e.epoch as f64, 100.0 * a.1))).collect(),
+            stroke: Stroke::Solid,
+            markers: true,
+            bars: vec![],
+            color: i,
+        })
+        .collect();
+    let n = c.evals.first().map_or(0, |e| e.n);
+    LineChart {
+        x_axis: XAxis::Linear,
+        title: format!("Held-out image->GPS accuracy: {label}"),
+        subtitle: Some(format!("{n} held-out images, each against the gallery of all held-out coordinates; haversine, strict <; epoch 0 = untrained")),
+        x_desc: "epoch".into(),
+        y_desc: "accuracy (%)".into(),
+        x_range: (0.0, c.evals.last().map_or(1.0, |e| (e.epoch as f64).max(1.0))),
+        y_range: (0.0, 100.0),
+        series,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::align::train::{EvalLog, StepLog};
+
+    #[test]
+    fn model_dirs_are_found_at_any_depth_once_each() {
+        let cfg = serde_json::json!({
+            "encoder": {"kind": "aligned", "base": {"kind": "clip", "dir": "m/clip"}, "model": "a/one"},
+            "methods": [
+                {"name": "x", "selector": {"kind": "geo_verify", "aligned": "a/two"}},
+                {"name": "y", "selector": {"kind": "geo_verify", "aligned": null, "encoder": {"kind": "aligned", "model": "a/one"}}},
+                {"kind": "gallery", "model": "a/three"},
+                {"kind": "medoid"}
+            ]
+        });
+        assert_eq!(model_dirs(&cfg), ["a/one", "a/two", "a/three"].map(PathBuf::from).to_vec());
+    }
+
+    #[test]
+    fn epoch_means_and_holdout_lines_come_from_the_curve() {
+        let step = |epoch, step, loss| StepLog { epoch, step, lr: 1e-3, loss, parts: vec![] };
+        let eval = |epoch, a| EvalLog { epoch, n: 10, accuracy: vec![(25.0, a), (2500.0, 2.0 * a)] };
+        let c = Curve { steps: vec![step(0, 0, 4.0), step(0, 1, 2.0), step(1, 2, 1.0), step(1, 3, 0.5)], evals: vec![eval(0, 0.1), eval(1, 0.2), eval(2, 0.4)] };
+        let l = loss_chart("m", &c);
+        assert_eq!(l.series[1].points, vec![(1.0, 3.0), (3.0, 0.75)]);
+        assert_eq!(l.x_axis, XAxis::Linear);
+        let h = holdout_chart("m", &c);
+        assert_eq!(h.series.len(), 2);
+        assert_eq!(h.series[1].label, "< 2500 km");
+        assert_eq!(h.series[1].points, vec![(0.0, 20.0), (1.0, 40.0), (2.0, 80.0)]);
+    }
+}
