@@ -868,7 +868,7 @@ fn index_cmd(a: IndexArgs) -> Result<ExitCode> {
             println!("next: `georag index {cpath} --worker I --workers N` for each I, then `--merge --workers N`");
         }
         IndexOutcome::Part(p) => println!(
-            "part {}/{}: shards {}..{} ({} vectors) in {:.1} s; peak memory {}",
+            "part {}/{}: shards {}..{} ({} vectors) in {:.1} s; peak resident memory since the part started {}",
             p.worker + 1,
             p.workers,
             p.shards.0,
@@ -880,10 +880,11 @@ fn index_cmd(a: IndexArgs) -> Result<ExitCode> {
         IndexOutcome::Built(mut b) => {
             println!("{}", b.meta.describe(&cfg.index.search_params()));
             println!(
-                "{} {} -> {}; peak memory of this process {} (index {:.1} MB)",
+                "{} {} -> {}; peak resident memory since the {} started {} (index {:.1} MB)",
                 if b.reused { "reused" } else { "built" },
                 b.fingerprint,
                 b.dir.display(),
+                if b.reused { "opening" } else { "build" },
                 rss(georag::index::build::peak_rss()),
                 b.meta.bytes as f64 / 1e6
             );

@@ -112,7 +112,9 @@ pub struct IndexMeta {
     pub train_seconds: f64,
     pub add_seconds: f64,
     pub merge_seconds: f64,
-    /// Peak resident memory of the process that merged (or built) the index, bytes.
+    /// Peak resident memory of the merge (or the whole build on one machine) from its start,
+    /// bytes (`VmHWM`, restarted by [`reset_peak_rss`]; training included when it ran in the
+    /// same call).
     pub peak_rss_bytes: Option<u64>,
     /// Recall by search setting (`params` string), the configured one measured at build time.
     pub recall: BTreeMap<String, RecallPoint>,
