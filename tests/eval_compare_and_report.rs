@@ -71,6 +71,7 @@ fn compare_two_eval_runs_and_render_a_report() {
         no_published: false,
         matches: vec!["Mine=G3".into()],
         title: "paper table".into(),
+        alpha: 0.05,
     };
     let r = run_report(&rargs).unwrap();
     assert!(r.files.iter().any(|f| f.ends_with("table.tex")));

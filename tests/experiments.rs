@@ -117,6 +117,57 @@ fn sweep_3x2_embeds_and_indexes_once_and_a_rerun_does_no_work() {
     assert!(run["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(run["build"]["crates"]["faiss-sys"].is_string(), "{}", run["build"]);
     assert!(run["started_at"].as_str().unwrap().ends_with('Z'));
+
+    // The sweep report: one table per swept parameter through the baseline (point 0), its rows
+    // equal to each point's metrics, paired tests against the baseline, a plot per numeric axis.
+    let rep = dir.join("sweep-report");
+    let r = georag(&["report", out.to_str().unwrap(), "--out", rep.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", text(&r));
+    let csv = std::fs::read_to_string(rep.join("sweep_report.csv")).unwrap();
+    let mut rd = csv::Reader::from_reader(csv.as_bytes());
+    let head = rd.headers().unwrap().clone();
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}"));
+    let recs: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    let points_of = |param: &str| -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = recs.iter().filter(|r| &r[col("parameter")] == param).map(|r| (r[col("value")].to_string(), r[col("point")].parse().unwrap())).collect();
+        v.dedup();
+        v
+    };
+    assert_eq!(points_of("retrieval.k"), vec![("5".into(), 0), ("10".into(), 2), ("15".into(), 4)]);
+    assert_eq!(points_of("methods.1.bandwidth_km"), vec![("100".into(), 0), ("200".into(), 1)]);
+    let mut paired = 0;
+    for rec in &recs {
+        let point: usize = rec[col("point")].parse().unwrap();
+        let m = json(&out.join(points[point]["dir"].as_str().unwrap()).join("metrics.json"));
+        let row = m["rows"].as_array().unwrap().iter().find(|r| r["method"] == rec[col("method_here")]).expect("method row");
+        let t = &rec[col("threshold_km")];
+        let acc: f64 = rec[col("acc_pct")].parse().unwrap();
+        assert_eq!(acc, row["acc_pct"][t].as_f64().unwrap(), "point {point} {} {t} km", &rec[col("method")]);
+        if point == 0 {
+            assert_eq!(&rec[col("baseline")], "true");
+            assert!(rec[col("mcnemar_p")].is_empty());
+        } else {
+            let p: f64 = rec[col("mcnemar_p")].parse().unwrap();
+            assert!((0.0..=1.0).contains(&p));
+            // Every image counted by both (failures are misses): the paired difference is the
+            // difference of the two accuracies.
+            let base = recs.iter().find(|b| &b[col("point")] == "0" && b[col("method")] == rec[col("method")] && &b[col("threshold_km")] == t).unwrap();
+            let d: f64 = rec[col("diff_pp")].parse().unwrap();
+            let want = acc - base[col("acc_pct")].parse::<f64>().unwrap();
+            assert!((d - want).abs() < 1e-9, "diff {d} vs {want}");
+            paired += 1;
+        }
+    }
+    assert!(paired > 0);
+    let plots: Vec<String> = std::fs::read_dir(rep.join("plots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(plots.iter().filter(|p| p.starts_with("sweep_") && p.ends_with(".svg")).count(), 4, "2 numeric axes x 2 methods: {plots:?}");
+    let html = std::fs::read_to_string(rep.join("sweep_report.html")).unwrap();
+    assert!(html.contains("retrieval.k") && html.contains("(baseline)"), "html");
+    let md = std::fs::read_to_string(rep.join("sweep_report.md")).unwrap();
+    assert!(md.contains("## retrieval.k: ") && md.contains("McNemar"), "{md}");
+    let tex = std::fs::read_to_string(rep.join("sweep_report.tex")).unwrap();
+    assert_eq!(tex.matches("\\begin{tabular}").count(), 4, "one table per parameter and method: {tex}");
+    assert!(tex.contains("\\toprule") && tex.contains("methods.1.bandwidth\\_km"), "{tex}");
 }
 
 /// A parser with a planted bug: it drops the sign of longitudes.

@@ -15,6 +15,7 @@ pub mod join;
 pub mod published;
 pub mod read;
 pub mod report_cmd;
+pub mod sweep_report;
 
 use crate::metrics::{Convention, DistanceModel, FailurePolicy, MetricsError, MetricsFile, MetricsRow, ThresholdOp};
 use crate::record::PredictionRecord;

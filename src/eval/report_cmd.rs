@@ -14,7 +14,8 @@ pub const DEFAULT_PUBLISHED: &str = "configs/references/published.yaml";
 /// Arguments of `georag report`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ReportArgs {
-    /// Run directories (with `metrics.json`, optionally `per_image.csv`) or `metrics.json` files.
+    /// Run directories (with `metrics.json`, optionally `per_image.csv`) or `metrics.json` files;
+    /// or one sweep directory (with `sweep.json`): the effect of each swept setting.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     /// Output directory.
@@ -32,6 +33,9 @@ pub struct ReportArgs {
     /// Report title.
     #[arg(long, default_value = "georag report")]
     pub title: String,
+    /// Significance level of the paired tests against a sweep's baseline (a sweep directory).
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
 }
 
 /// What `georag report` wrote.
@@ -54,12 +58,20 @@ pub enum ReportCmdError {
     Published(#[from] PublishedError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Sweep(#[from] super::sweep_report::SweepReportError),
     #[error("{0}")]
     Usage(String),
 }
 
 /// `georag report`.
 pub fn run_report(args: &ReportArgs) -> Result<ReportCmdOutcome, ReportCmdError> {
+    if let [dir] = args.inputs.as_slice() {
+        if super::sweep_report::is_sweep(dir) {
+            let r = super::sweep_report::sweep_report(dir, &args.out, args.alpha)?;
+            return Ok(ReportCmdOutcome { files: r.files, published: None, notes: r.notes });
+        }
+    }
     let aliases = super::parse_matches(&args.matches).map_err(ReportCmdError::Usage)?;
     let published_path = match (&args.published, args.no_published) {
         (_, true) => None,

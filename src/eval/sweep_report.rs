@@ -1,0 +1,454 @@
+//! `georag report SWEEP_DIR`: the effect of each swept setting. For every axis of `sweep.json`
+//! (one `--sweep` key, or keys zipped in a `sweep:` block), the points that vary that axis alone
+//! while every other axis stays at its first value; the baseline is the point with every axis at
+//! its first value. Per (method, dataset) and threshold: accuracy with its 95 % Wilson interval
+//! from each point's `metrics.json`, and the paired difference to the baseline with McNemar's
+//! exact test from both points' `per_image.csv` (`georag compare`'s scoring, under the baseline
+//! row's convention).
+//!
+//! Written: `sweep_report.md`, `sweep_report.csv` (one line per parameter, value, method,
+//! dataset and threshold), `sweep_report.tex` (booktabs), `sweep_report.html`, and `plots/sweep_*.svg` (accuracy versus the
+//! setting, for axes whose values are all numbers). Not yet: the heat map of two axes.
+
+use super::compare::{CompareError, compare_results};
+use crate::metrics::describe::thresholds_of;
+use crate::metrics::{MetricsError, MetricsFile, MetricsRow, threshold_key};
+use crate::report::per_image::{self, PerImageError};
+use crate::report::plot::{self, LineChart, Series, Stroke, XAxis};
+use crate::report::{MethodResult, html};
+use crate::sweep::{Axis, SweepFile, expand};
+use crate::util::atomic;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Error of the sweep report.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepReportError {
+    #[error("{path}: {message}")]
+    Sweep { path: PathBuf, message: String },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    PerImage(#[from] PerImageError),
+    #[error(transparent)]
+    Compare(#[from] CompareError),
+    #[error(transparent)]
+    Write(#[from] atomic::AtomicWriteError),
+}
+
+/// One line of the report: a setting of one parameter, for one method, dataset and threshold.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SweepLine {
+    pub parameter: String,
+    pub value: String,
+    pub baseline: bool,
+    pub point: usize,
+    /// The method as the baseline names it (the table it belongs to), and as this point does.
+    pub method: String,
+    pub method_here: String,
+    pub dataset: String,
+    pub threshold_km: f64,
+    pub acc_pct: f64,
+    pub ci95_pct: [f64; 2],
+    pub n_scored: usize,
+    /// Paired with the baseline (None on the baseline's own line, or when either point has no
+    /// per_image.csv for this method).
+    pub diff_pp: Option<f64>,
+    pub diff_ci95_pp: Option<[f64; 2]>,
+    pub p_value: Option<f64>,
+    pub verdict: Option<String>,
+    pub n_paired: Option<usize>,
+}
+
+/// What the sweep report found and wrote.
+pub struct SweepReport {
+    pub lines: Vec<SweepLine>,
+    pub files: Vec<PathBuf>,
+    pub notes: Vec<String>,
+}
+
+/// True when `dir` is a sweep directory (it holds `sweep.json`).
+pub fn is_sweep(dir: &Path) -> bool {
+    dir.join("sweep.json").is_file()
+}
+
+fn axis_name(a: &Axis) -> String {
+    a.keys.join(" + ")
+}
+
+/// The index in `expand` order of the point with value `vi` on axis `ai` and the first value on
+/// every other axis (the last axis varies fastest).
+fn one_factor_index(axes: &[Axis], ai: usize, vi: usize) -> usize {
+    let mut stride = 1;
+    let mut index = 0;
+    for (i, a) in axes.iter().enumerate().rev() {
+        if i == ai {
+            index += vi * stride;
+        }
+        stride *= a.values.len();
+    }
+    index
+}
+
+/// Read a sweep directory and write its report into `out`.
+pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, SweepReportError> {
+    let path = dir.join("sweep.json");
+    let bad = |message: String| SweepReportError::Sweep { path: path.clone(), message };
+    let sweep: SweepFile = serde_json::from_slice(&std::fs::read(&path).map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+    let expected = expand(&sweep.axes);
+    if expected.len() != sweep.points.len() || expected.iter().zip(&sweep.points).any(|(e, p)| e.sets != p.point.sets) {
+        return Err(bad(format!(
+            "its {} points are not the {} of its axes in order (an interrupted or edited sweep: rerun it to complete sweep.json)",
+            sweep.points.len(),
+            expected.len()
+        )));
+    }
+    let mut notes = vec![format!(
+        "Sweep {} over {} ({} points; {} axes: {}). Baseline: point 0 ({}).",
+        dir.display(),
+        sweep.config,
+        sweep.points.len(),
+        sweep.axes.len(),
+        sweep.axes.iter().map(|a| format!("{} in {{{}}}", axis_name(a), a.values.iter().map(|v| v.join(" + ")).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("; "),
+        sweep.points[0].point.sets.join(", ")
+    )];
+    for p in &sweep.points {
+        if p.status == "failed" {
+            notes.push(format!("Point {} ({}) failed: {}; left out.", p.point.index, p.point.sets.join(", "), p.error.clone().unwrap_or_default()));
+        }
+    }
+    let ok = |i: usize| sweep.points[i].status != "failed";
+    if !ok(0) {
+        return Err(bad("the baseline (point 0) failed; nothing to compare against".into()));
+    }
+    // Each point of a one-factor slice: its metrics and per-image results, read once.
+    let mut loaded: std::collections::BTreeMap<usize, (MetricsFile, Option<Vec<MethodResult>>)> = Default::default();
+    for (ai, axis) in sweep.axes.iter().enumerate() {
+        for vi in 0..axis.values.len() {
+            let i = one_factor_index(&sweep.axes, ai, vi);
+            if !ok(i) || loaded.contains_key(&i) {
+                continue;
+            }
+            let pdir = dir.join(&sweep.points[i].point.dir);
+            let m = MetricsFile::read(&pdir.join("metrics.json"))?;
+            let pi = pdir.join("per_image.csv");
+            let r = if pi.exists() {
+                Some(per_image::read(&pi)?)
+            } else {
+                notes.push(format!("{}: no per_image.csv; no paired test for this point.", pdir.display()));
+                None
+            };
+            loaded.insert(i, (m, r));
+        }
+    }
+    let mut lines = Vec::new();
+    for (ai, axis) in sweep.axes.iter().enumerate() {
+        for vi in 0..axis.values.len() {
+            let i = one_factor_index(&sweep.axes, ai, vi);
+            if !ok(i) {
+                continue;
+            }
+            let (base_m, base_r) = &loaded[&0];
+            let (m, r) = &loaded[&i];
+            for (ri, row) in m.rows.iter().enumerate() {
+                // A method's name may carry its settings (`knn_density(k=8, bw=200km)`), so a
+                // point's rows pair with the baseline's by position (the same config, other
+                // values), by name when the row counts differ.
+                let base_row = if m.rows.len() == base_m.rows.len() {
+                    base_m.rows.get(ri).filter(|b| b.dataset == row.dataset)
+                } else {
+                    base_m.rows.iter().find(|b| b.method == row.method && b.dataset == row.dataset)
+                };
+                let paired = match (base_row, base_r, r, i) {
+                    (_, _, _, 0) => None,
+                    (Some(b), Some(br), Some(rr), _) => {
+                        let a = br.iter().find(|x| x.method == b.method && x.dataset == b.dataset);
+                        let c = rr.iter().find(|x| x.method == row.method && x.dataset == row.dataset);
+                        match (a, c, b.convention.to_convention(thresholds_of(&b.acc_pct))) {
+                            (Some(a), Some(c), Ok(conv)) => Some(compare_results(a, c, &conv, alpha, None)?),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                for t in thresholds_of(&row.acc_pct) {
+                    let key = threshold_key(t);
+                    let cmp = paired.as_ref().and_then(|p| p.rows.iter().find(|r| r.threshold_km == t));
+                    lines.push(SweepLine {
+                        parameter: axis_name(axis),
+                        value: axis.values[vi].join(" + "),
+                        baseline: i == 0,
+                        point: i,
+                        method: base_row.map_or_else(|| row.method.clone(), |b| b.method.clone()),
+                        method_here: row.method.clone(),
+                        dataset: row.dataset.clone(),
+                        threshold_km: t,
+                        acc_pct: row.acc_pct[&key],
+                        ci95_pct: row.acc_ci95_pct.get(&key).copied().unwrap_or([f64::NAN, f64::NAN]),
+                        n_scored: row.n_scored,
+                        diff_pp: cmp.map(|c| c.test.diff_pp),
+                        diff_ci95_pp: cmp.map(|c| c.test.diff_ci95_pp),
+                        p_value: cmp.map(|c| c.test.p_value),
+                        verdict: cmp.map(|c| c.verdict.replace("A better", "baseline better").replace("B better", "this setting better")),
+                        n_paired: paired.as_ref().map(|p| p.n_paired),
+                    });
+                }
+            }
+        }
+    }
+    let convention = loaded[&0].0.rows.first().map(|r: &MetricsRow| r.convention.describe()).unwrap_or_default();
+    notes.push(format!(
+        "Accuracies from each point's metrics.json ({convention}); intervals are 95 % Wilson. Paired differences re-score both points' per_image.csv under the baseline row's convention; McNemar's exact two-sided test, alpha = {alpha}."
+    ));
+    std::fs::create_dir_all(out.join("plots")).map_err(|e| SweepReportError::Sweep { path: out.to_path_buf(), message: e.to_string() })?;
+    let mut files = Vec::new();
+    let md = markdown(&lines, &notes);
+    let csv = to_csv(&lines);
+    let mut figures = Vec::new();
+    for (name, chart) in charts(&sweep.axes, &lines) {
+        if let Ok(r) = plot::line_chart(&chart) {
+            let p = out.join("plots").join(format!("{name}.svg"));
+            atomic::write_bytes(&p, r.svg.as_bytes())?;
+            files.push(p);
+            figures.push(html::Figure { caption: chart.title.clone(), svg: r.svg });
+        }
+    }
+    let tex = latex(&lines);
+    for (f, bytes) in [("sweep_report.md", md.as_bytes().to_vec()), ("sweep_report.csv", csv.into_bytes()), ("sweep_report.tex", tex.into_bytes())] {
+        let p = out.join(f);
+        atomic::write_bytes(&p, &bytes)?;
+        files.push(p);
+    }
+    let title = format!("Sweep report: {}", dir.display());
+    let page = html::page_with(&title, &crate::report::table::PaperTable::default(), &markdown_tables_html(&lines), &figures, &notes);
+    let p = out.join("sweep_report.html");
+    atomic::write_bytes(&p, page.as_bytes())?;
+    files.push(p);
+    Ok(SweepReport { lines, files, notes })
+}
+
+/// Groups of lines in report order: (parameter, method, dataset) -> lines.
+fn groups(lines: &[SweepLine]) -> Vec<(String, String, String, Vec<&SweepLine>)> {
+    let mut g: Vec<(String, String, String, Vec<&SweepLine>)> = Vec::new();
+    for l in lines {
+        match g.iter_mut().find(|x| x.0 == l.parameter && x.1 == l.method && x.2 == l.dataset) {
+            Some(x) => x.3.push(l),
+            None => g.push((l.parameter.clone(), l.method.clone(), l.dataset.clone(), vec![l])),
+        }
+    }
+    g
+}
+
+fn cell(l: &SweepLine) -> String {
+    let mut s = format!("{:.2} [{:.1}, {:.1}]", l.acc_pct, l.ci95_pct[0], l.ci95_pct[1]);
+    if let (Some(d), Some(p)) = (l.diff_pp, l.p_value) {
+        let _ = write!(s, " ({d:+.2} pp, p = {p:.3})");
+    }
+    s
+}
+
+fn table_rows<'a>(ls: &[&'a SweepLine]) -> (Vec<f64>, Vec<(String, bool, Vec<&'a SweepLine>)>) {
+    let mut thresholds: Vec<f64> = ls.iter().map(|l| l.threshold_km).collect();
+    thresholds.sort_by(f64::total_cmp);
+    thresholds.dedup();
+    let mut rows: Vec<(String, bool, Vec<&SweepLine>)> = Vec::new();
+    for l in ls {
+        match rows.iter_mut().find(|r| r.0 == l.value) {
+            Some(r) => r.2.push(l),
+            None => rows.push((l.value.clone(), l.baseline, vec![*l])),
+        }
+    }
+    (thresholds, rows)
+}
+
+fn markdown(lines: &[SweepLine], notes: &[String]) -> String {
+    let mut s = String::from("# Sweep report\n\n");
+    for (param, method, dataset, ls) in groups(lines) {
+        let (thresholds, rows) = table_rows(&ls);
+        let _ = writeln!(s, "## {param}: {method} on {dataset}\n");
+        let _ = writeln!(s, "| {param} | {} | verdict at {} km |", thresholds.iter().map(|t| format!("{t} km")).collect::<Vec<_>>().join(" | "), thresholds.get(1).or(thresholds.first()).unwrap_or(&0.0));
+        let _ = writeln!(s, "|---|{}---|", "---:|".repeat(thresholds.len()));
+        for (value, base, cells) in rows {
+            let label = if base { format!("{value} (baseline)") } else { value };
+            let by_t: Vec<String> = thresholds.iter().map(|t| cells.iter().find(|c| c.threshold_km == *t).map(|c| cell(c)).unwrap_or_default()).collect();
+            let vt = thresholds.get(1).or(thresholds.first()).copied().unwrap_or(0.0);
+            let verdict = cells.iter().find(|c| c.threshold_km == vt).and_then(|c| c.verdict.clone()).unwrap_or_else(|| if base { "baseline".into() } else { "no paired test".into() });
+            let _ = writeln!(s, "| {label} | {} | {verdict} |", by_t.join(" | "));
+        }
+        s.push('\n');
+    }
+    s.push_str("## Notes\n\n");
+    for n in notes {
+        let _ = writeln!(s, "- {n}");
+    }
+    s
+}
+
+fn markdown_tables_html(lines: &[SweepLine]) -> String {
+    let mut s = String::new();
+    for (param, method, dataset, ls) in groups(lines) {
+        let (thresholds, rows) = table_rows(&ls);
+        let _ = writeln!(s, "<h2>{}: {} on {}</h2>\n<div class=\"wide\"><table>\n<thead><tr><th>{}</th>", html::escape(&param), html::escape(&method), html::escape(&dataset), html::escape(&param));
+        for t in &thresholds {
+            let _ = write!(s, "<th>{t} km</th>");
+        }
+        s.push_str("</tr></thead>\n<tbody>\n");
+        for (value, base, cells) in rows {
+            let label = if base { format!("{value} (baseline)") } else { value };
+            let _ = write!(s, "<tr><td>{}</td>", html::escape(&label));
+            for t in &thresholds {
+                let c = cells.iter().find(|c| c.threshold_km == *t).map(|c| cell(c)).unwrap_or_default();
+                let _ = write!(s, "<td>{}</td>", html::escape(&c));
+            }
+            s.push_str("</tr>\n");
+        }
+        s.push_str("</tbody></table></div>\n");
+    }
+    s
+}
+
+fn tex_escape(s: &str) -> String {
+    let mut o = String::new();
+    for ch in s.chars() {
+        match ch {
+            '&' | '%' | '$' | '#' | '_' | '{' | '}' => {
+                o.push('\\');
+                o.push(ch);
+            }
+            '~' => o.push_str("\\textasciitilde{}"),
+            '^' => o.push_str("\\textasciicircum{}"),
+            '\\' => o.push_str("\\textbackslash{}"),
+            _ => o.push(ch),
+        }
+    }
+    o
+}
+
+/// One booktabs table per (parameter, method, dataset): accuracy (%) per threshold, the paired
+/// difference to the baseline in pp below it with a dagger when McNemar's p < alpha.
+fn latex(lines: &[SweepLine]) -> String {
+    let mut s = String::from("% georag sweep report; needs \\usepackage{booktabs}\n");
+    for (param, method, dataset, ls) in groups(lines) {
+        let (thresholds, rows) = table_rows(&ls);
+        let _ = writeln!(s, "\\begin{{table}}[t]\n\\centering\n\\caption{{{}: {} on {} (accuracy \\%, 95 \\% Wilson interval; $\\Delta$ to the baseline in pp, $^\\dagger$ McNemar significant)}}", tex_escape(&param), tex_escape(&method), tex_escape(&dataset));
+        let _ = writeln!(s, "\\begin{{tabular}}{{l{}}}\n\\toprule", "r".repeat(thresholds.len()));
+        let _ = writeln!(s, "{} & {} \\\\\n\\midrule", tex_escape(&param), thresholds.iter().map(|t| format!("{t} km")).collect::<Vec<_>>().join(" & "));
+        for (value, base, cells) in rows {
+            let label = if base { format!("{} (baseline)", tex_escape(&value)) } else { tex_escape(&value) };
+            let acc: Vec<String> = thresholds.iter().map(|t| cells.iter().find(|c| c.threshold_km == *t).map(|c| format!("{:.2} [{:.1}, {:.1}]", c.acc_pct, c.ci95_pct[0], c.ci95_pct[1])).unwrap_or_default()).collect();
+            let _ = writeln!(s, "{label} & {} \\\\", acc.join(" & "));
+            if !base {
+                let d: Vec<String> = thresholds
+                    .iter()
+                    .map(|t| match cells.iter().find(|c| c.threshold_km == *t) {
+                        Some(SweepLine { diff_pp: Some(d), verdict: Some(v), .. }) => format!("$\\Delta$ {d:+.2}{}", if v.contains(" < ") { "$^\\dagger$" } else { "" }),
+                        _ => String::new(),
+                    })
+                    .collect();
+                let _ = writeln!(s, " & {} \\\\", d.join(" & "));
+            }
+        }
+        s.push_str("\\bottomrule\n\\end{tabular}\n\\end{table}\n\n");
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn to_csv(lines: &[SweepLine]) -> String {
+    let mut s = String::from("parameter,value,baseline,point,method,method_here,dataset,threshold_km,acc_pct,ci95_lo_pct,ci95_hi_pct,n_scored,diff_pp,diff_ci95_lo_pp,diff_ci95_hi_pp,mcnemar_p,n_paired,verdict\n");
+    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for l in lines {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(&l.parameter),
+            csv_field(&l.value),
+            l.baseline,
+            l.point,
+            csv_field(&l.method),
+            csv_field(&l.method_here),
+            csv_field(&l.dataset),
+            l.threshold_km,
+            l.acc_pct,
+            l.ci95_pct[0],
+            l.ci95_pct[1],
+            l.n_scored,
+            opt(l.diff_pp),
+            opt(l.diff_ci95_pp.map(|c| c[0])),
+            opt(l.diff_ci95_pp.map(|c| c[1])),
+            opt(l.p_value),
+            l.n_paired.map(|n| n.to_string()).unwrap_or_default(),
+            csv_field(l.verdict.as_deref().unwrap_or(""))
+        );
+    }
+    s
+}
+
+/// Accuracy versus the setting, one chart per (numeric axis, method, dataset), a line per
+/// threshold with its interval bars.
+fn charts(axes: &[Axis], lines: &[SweepLine]) -> Vec<(String, LineChart)> {
+    let numeric: Vec<String> = axes.iter().filter(|a| a.keys.len() == 1 && a.values.iter().all(|v| v[0].parse::<f64>().is_ok())).map(axis_name).collect();
+    let mut out = Vec::new();
+    for (param, method, dataset, ls) in groups(lines) {
+        if !numeric.contains(&param) {
+            continue;
+        }
+        let (thresholds, _) = table_rows(&ls);
+        let xs: Vec<f64> = ls.iter().filter_map(|l| l.value.parse().ok()).collect();
+        let (lo, hi) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        let pad = ((hi - lo) * 0.05).max(0.5);
+        let series = thresholds
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let mut pts: Vec<&&SweepLine> = ls.iter().filter(|l| l.threshold_km == t).collect();
+                pts.sort_by(|a, b| a.value.parse::<f64>().unwrap_or(0.0).total_cmp(&b.value.parse::<f64>().unwrap_or(0.0)));
+                Series {
+                    label: format!("{t} km"),
+                    points: pts.iter().map(|l| (l.value.parse().unwrap_or(0.0), l.acc_pct)).collect(),
+                    stroke: Stroke::Solid,
+                    markers: true,
+                    bars: pts.iter().map(|l| (l.value.parse().unwrap_or(0.0), l.ci95_pct[0], l.ci95_pct[1])).collect(),
+                    color: i,
+                }
+            })
+            .collect();
+        out.push((
+            format!("sweep_{}_{}_{}", crate::report::slug(&param), crate::report::slug(&method), crate::report::slug(&dataset)),
+            LineChart {
+                x_axis: XAxis::Linear,
+                title: format!("Accuracy versus {param}: {method} on {dataset}"),
+                subtitle: Some("other swept settings at their baseline values; bars are 95 % Wilson intervals".into()),
+                x_desc: param.clone(),
+                y_desc: "accuracy (%)".into(),
+                x_range: (lo - pad, hi + pad),
+                y_range: (0.0, 100.0),
+                series,
+            },
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_factor_points_follow_expand_order() {
+        let axes = vec![
+            Axis { keys: vec!["a".into()], values: vec![vec!["1".into()], vec!["2".into()], vec!["3".into()]] },
+            Axis { keys: vec!["b".into()], values: vec![vec!["x".into()], vec!["y".into()]] },
+        ];
+        let pts = expand(&axes);
+        for (ai, vi) in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)] {
+            let i = one_factor_index(&axes, ai, vi);
+            let want_a = if ai == 0 { &axes[0].values[vi][0] } else { "1" };
+            let want_b = if ai == 1 { &axes[1].values[vi][0] } else { "x" };
+            assert_eq!(pts[i].sets, vec![format!("a={want_a}"), format!("b={want_b}")], "axis {ai} value {vi}");
+        }
+    }
+}
