@@ -135,6 +135,10 @@ fn sweep_3x2_embeds_and_indexes_once_and_a_rerun_does_no_work() {
     };
     assert_eq!(points_of("retrieval.k"), vec![("5".into(), 0), ("10".into(), 2), ("15".into(), 4)]);
     assert_eq!(points_of("methods.1.bandwidth_km"), vec![("100".into(), 0), ("200".into(), 1)]);
+    // The pair of axes over its whole grid: every point, in sweep order.
+    let grid = points_of("retrieval.k × methods.1.bandwidth_km");
+    assert_eq!(grid.iter().map(|g| g.1).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(grid[3].0, "10 × 200");
     let mut paired = 0;
     for rec in &recs {
         let point: usize = rec[col("point")].parse().unwrap();
@@ -160,13 +164,22 @@ fn sweep_3x2_embeds_and_indexes_once_and_a_rerun_does_no_work() {
     }
     assert!(paired > 0);
     let plots: Vec<String> = std::fs::read_dir(rep.join("plots")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(plots.iter().filter(|p| p.starts_with("sweep_") && p.ends_with(".svg")).count(), 4, "2 numeric axes x 2 methods: {plots:?}");
+    let lines = plots.iter().filter(|p| p.starts_with("sweep_") && !p.starts_with("sweep_heat_") && p.ends_with(".svg")).count();
+    assert_eq!(lines, 4, "2 numeric axes x 2 methods: {plots:?}");
+    let heat: Vec<&String> = plots.iter().filter(|p| p.starts_with("sweep_heat_") && p.ends_with(".svg")).collect();
+    assert_eq!(heat.len(), 10, "1 pair of axes x 2 methods x 5 thresholds: {plots:?}");
+    // A heat map cell shows its point's accuracy: the knn_density row at 25 km of point 3.
+    let m3 = json(&out.join(points[3]["dir"].as_str().unwrap()).join("metrics.json"));
+    let knn25 = m3["rows"][1]["acc_pct"]["25"].as_f64().unwrap();
+    let map = heat.iter().find(|p| p.contains("knn") && p.ends_with("_25km.svg")).expect("knn 25 km heat map");
+    let svg = std::fs::read_to_string(rep.join("plots").join(map)).unwrap();
+    assert!(svg.lines().any(|l| l.trim() == format!("{knn25:.1}")), "no cell text {knn25:.1} in {map}");
     let html = std::fs::read_to_string(rep.join("sweep_report.html")).unwrap();
     assert!(html.contains("retrieval.k") && html.contains("(baseline)"), "html");
     let md = std::fs::read_to_string(rep.join("sweep_report.md")).unwrap();
     assert!(md.contains("## retrieval.k: ") && md.contains("McNemar"), "{md}");
     let tex = std::fs::read_to_string(rep.join("sweep_report.tex")).unwrap();
-    assert_eq!(tex.matches("\\begin{tabular}").count(), 4, "one table per parameter and method: {tex}");
+    assert_eq!(tex.matches("\\begin{tabular}").count(), 6, "one table per parameter (2 axes, 1 pair) and method: {tex}");
     assert!(tex.contains("\\toprule") && tex.contains("methods.1.bandwidth\\_km"), "{tex}");
 }
 

@@ -1,14 +1,15 @@
 //! `georag report SWEEP_DIR`: the effect of each swept setting. For every axis of `sweep.json`
 //! (one `--sweep` key, or keys zipped in a `sweep:` block), the points that vary that axis alone
-//! while every other axis stays at its first value; the baseline is the point with every axis at
-//! its first value. Per (method, dataset) and threshold: accuracy with its 95 % Wilson interval
+//! while every other axis stays at its first value, and for every pair of axes their whole grid;
+//! the baseline is the point with every axis at its first value. Per (method, dataset) and threshold: accuracy with its 95 % Wilson interval
 //! from each point's `metrics.json`, and the paired difference to the baseline with McNemar's
 //! exact test from both points' `per_image.csv` (`georag compare`'s scoring, under the baseline
 //! row's convention).
 //!
 //! Written: `sweep_report.md`, `sweep_report.csv` (one line per parameter, value, method,
 //! dataset and threshold), `sweep_report.tex` (booktabs), `sweep_report.html`, and `plots/sweep_*.svg` (accuracy versus the
-//! setting, for axes whose values are all numbers). Not yet: the heat map of two axes.
+//! setting, for axes whose values are all numbers; a heat map per threshold for every pair of
+//! axes over their whole grid, every other axis at its first value).
 
 use super::compare::{CompareError, compare_results};
 use crate::metrics::describe::thresholds_of;
@@ -41,6 +42,9 @@ pub enum SweepReportError {
 pub struct SweepLine {
     pub parameter: String,
     pub value: String,
+    /// The value's index on each axis of the parameter (one, or two for a grid).
+    #[serde(skip)]
+    pub cell: Vec<usize>,
     pub baseline: bool,
     pub point: usize,
     /// The method as the baseline names it (the table it belongs to), and as this point does.
@@ -76,18 +80,52 @@ fn axis_name(a: &Axis) -> String {
     a.keys.join(" + ")
 }
 
-/// The index in `expand` order of the point with value `vi` on axis `ai` and the first value on
-/// every other axis (the last axis varies fastest).
-fn one_factor_index(axes: &[Axis], ai: usize, vi: usize) -> usize {
+/// The index in `expand` order of the point with the given (axis, value) pairs and the first
+/// value on every other axis (the last axis varies fastest).
+fn index_of(axes: &[Axis], fixed: &[(usize, usize)]) -> usize {
     let mut stride = 1;
     let mut index = 0;
     for (i, a) in axes.iter().enumerate().rev() {
-        if i == ai {
+        if let Some(&(_, vi)) = fixed.iter().find(|(ai, _)| *ai == i) {
             index += vi * stride;
         }
         stride *= a.values.len();
     }
     index
+}
+
+/// What one table shows: one axis varied alone, or two axes over their whole grid, every other
+/// axis at its first value. `entries`: (setting label, point index, value index per axis).
+struct Slice {
+    parameter: String,
+    axes: Vec<usize>,
+    entries: Vec<(String, usize, Vec<usize>)>,
+}
+
+fn slices(axes: &[Axis]) -> Vec<Slice> {
+    let label = |a: &Axis, vi: usize| a.values[vi].join(" + ");
+    let mut out: Vec<Slice> = axes
+        .iter()
+        .enumerate()
+        .map(|(ai, a)| Slice {
+            parameter: axis_name(a),
+            axes: vec![ai],
+            entries: (0..a.values.len()).map(|vi| (label(a, vi), index_of(axes, &[(ai, vi)]), vec![vi])).collect(),
+        })
+        .collect();
+    for ai in 0..axes.len() {
+        for aj in ai + 1..axes.len() {
+            let (a, b) = (&axes[ai], &axes[aj]);
+            let mut entries = Vec::new();
+            for vi in 0..a.values.len() {
+                for vj in 0..b.values.len() {
+                    entries.push((format!("{} × {}", label(a, vi), label(b, vj)), index_of(axes, &[(ai, vi), (aj, vj)]), vec![vi, vj]));
+                }
+            }
+            out.push(Slice { parameter: format!("{} × {}", axis_name(a), axis_name(b)), axes: vec![ai, aj], entries });
+        }
+    }
+    out
 }
 
 /// Read a sweep directory and write its report into `out`.
@@ -123,9 +161,9 @@ pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, S
     }
     // Each point of a one-factor slice: its metrics and per-image results, read once.
     let mut loaded: std::collections::BTreeMap<usize, (MetricsFile, Option<Vec<MethodResult>>)> = Default::default();
-    for (ai, axis) in sweep.axes.iter().enumerate() {
-        for vi in 0..axis.values.len() {
-            let i = one_factor_index(&sweep.axes, ai, vi);
+    let slices = slices(&sweep.axes);
+    for slice in &slices {
+        for &(_, i, _) in &slice.entries {
             if !ok(i) || loaded.contains_key(&i) {
                 continue;
             }
@@ -142,9 +180,9 @@ pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, S
         }
     }
     let mut lines = Vec::new();
-    for (ai, axis) in sweep.axes.iter().enumerate() {
-        for vi in 0..axis.values.len() {
-            let i = one_factor_index(&sweep.axes, ai, vi);
+    for slice in &slices {
+        for (value, i, cell) in &slice.entries {
+            let i = *i;
             if !ok(i) {
                 continue;
             }
@@ -175,8 +213,9 @@ pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, S
                     let key = threshold_key(t);
                     let cmp = paired.as_ref().and_then(|p| p.rows.iter().find(|r| r.threshold_km == t));
                     lines.push(SweepLine {
-                        parameter: axis_name(axis),
-                        value: axis.values[vi].join(" + "),
+                        parameter: slice.parameter.clone(),
+                        value: value.clone(),
+                        cell: cell.clone(),
                         baseline: i == 0,
                         point: i,
                         method: base_row.map_or_else(|| row.method.clone(), |b| b.method.clone()),
@@ -205,11 +244,29 @@ pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, S
     let md = markdown(&lines, &notes);
     let csv = to_csv(&lines);
     let mut figures = Vec::new();
+    for (name, h) in heat_maps(&sweep.axes, &slices, &lines) {
+        if let Ok(r) = plot::heat_map(&h) {
+            let p = out.join("plots").join(format!("{name}.svg"));
+            atomic::write_bytes(&p, r.svg.as_bytes())?;
+            files.push(p);
+            if let Some(png) = &r.png {
+                let q = out.join("plots").join(format!("{name}.png"));
+                atomic::write_bytes(&q, png)?;
+                files.push(q);
+            }
+            figures.push(html::Figure { caption: h.title.clone(), svg: r.svg });
+        }
+    }
     for (name, chart) in charts(&sweep.axes, &lines) {
         if let Ok(r) = plot::line_chart(&chart) {
             let p = out.join("plots").join(format!("{name}.svg"));
             atomic::write_bytes(&p, r.svg.as_bytes())?;
             files.push(p);
+            if let Some(png) = &r.png {
+                let q = out.join("plots").join(format!("{name}.png"));
+                atomic::write_bytes(&q, png)?;
+                files.push(q);
+            }
             figures.push(html::Figure { caption: chart.title.clone(), svg: r.svg });
         }
     }
@@ -433,22 +490,65 @@ fn charts(axes: &[Axis], lines: &[SweepLine]) -> Vec<(String, LineChart)> {
     out
 }
 
+/// Accuracy over the grid of each pair of axes, one map per (pair, method, dataset, threshold).
+fn heat_maps(axes: &[Axis], slices: &[Slice], lines: &[SweepLine]) -> Vec<(String, plot::HeatMap)> {
+    let mut out = Vec::new();
+    for slice in slices.iter().filter(|s| s.axes.len() == 2) {
+        let (a, b) = (&axes[slice.axes[0]], &axes[slice.axes[1]]);
+        for (param, method, dataset, ls) in groups(lines).into_iter().filter(|g| g.0 == slice.parameter) {
+            let (thresholds, _) = table_rows(&ls);
+            for t in thresholds {
+                let cells: Vec<Vec<Option<f64>>> = (0..a.values.len())
+                    .map(|vi| (0..b.values.len()).map(|vj| ls.iter().find(|l| l.threshold_km == t && l.cell == [vi, vj]).map(|l| l.acc_pct)).collect())
+                    .collect();
+                let vals: Vec<f64> = cells.iter().flatten().flatten().copied().collect();
+                let range = vals.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                out.push((
+                    format!("sweep_heat_{}_{}_{}_{t}km", crate::report::slug(&param), crate::report::slug(&method), crate::report::slug(&dataset)),
+                    plot::HeatMap {
+                        title: format!("Accuracy at {t} km (%): {method} on {dataset}"),
+                        subtitle: Some(format!("over {param}, other swept settings at their baseline values; colour from {:.1} % (light) to {:.1} % (dark)", range.0, range.1)),
+                        x_desc: axis_name(b),
+                        y_desc: axis_name(a),
+                        x_labels: b.values.iter().map(|v| v.join(" + ")).collect(),
+                        y_labels: a.values.iter().map(|v| v.join(" + ")).collect(),
+                        cells,
+                        range: if range.0.is_finite() { range } else { (0.0, 100.0) },
+                        decimals: 1,
+                    },
+                ));
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn one_factor_points_follow_expand_order() {
+    fn slice_points_follow_expand_order() {
         let axes = vec![
             Axis { keys: vec!["a".into()], values: vec![vec!["1".into()], vec!["2".into()], vec!["3".into()]] },
             Axis { keys: vec!["b".into()], values: vec![vec!["x".into()], vec!["y".into()]] },
+            Axis { keys: vec!["c".into()], values: vec![vec!["p".into()], vec!["q".into()]] },
         ];
         let pts = expand(&axes);
-        for (ai, vi) in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)] {
-            let i = one_factor_index(&axes, ai, vi);
-            let want_a = if ai == 0 { &axes[0].values[vi][0] } else { "1" };
-            let want_b = if ai == 1 { &axes[1].values[vi][0] } else { "x" };
-            assert_eq!(pts[i].sets, vec![format!("a={want_a}"), format!("b={want_b}")], "axis {ai} value {vi}");
+        let sl = slices(&axes);
+        // Three one-axis slices, then the pairs a×b, a×c, b×c.
+        let names: Vec<&str> = sl.iter().map(|s| s.parameter.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "a × b", "a × c", "b × c"]);
+        for s in &sl {
+            for (label, i, cell) in &s.entries {
+                let mut want = vec!["a=1".to_string(), "b=x".into(), "c=p".into()];
+                for (k, &ax) in s.axes.iter().enumerate() {
+                    want[ax] = format!("{}={}", axes[ax].keys[0], axes[ax].values[cell[k]][0]);
+                }
+                assert_eq!(pts[*i].sets, want, "{} {label}", s.parameter);
+            }
         }
+        assert_eq!(sl[3].entries.len(), 6);
+        assert_eq!(sl[3].entries[5].0, "3 × y");
     }
 }

@@ -331,6 +331,77 @@ fn draw_lines<DB: DrawingBackend, X: Ranged<ValueType = f64> + ValueFormatter<f6
     Ok(())
 }
 
+/// A grid of values (e.g. accuracy over two swept settings), each cell coloured on a
+/// sequential ramp from `range.0` (light) to `range.1` (dark) and labelled with its value.
+#[derive(Clone, Debug)]
+pub struct HeatMap {
+    pub title: String,
+    pub subtitle: Option<String>,
+    pub x_desc: String,
+    pub y_desc: String,
+    pub x_labels: Vec<String>,
+    pub y_labels: Vec<String>,
+    /// `cells[y][x]`; `None` is drawn grey and labelled "n/a".
+    pub cells: Vec<Vec<Option<f64>>>,
+    pub range: (f64, f64),
+    /// How a cell's value is printed.
+    pub decimals: usize,
+}
+
+/// Render a heat map.
+pub fn heat_map(h: &HeatMap) -> Result<Rendered, String> {
+    render_with((W, H), |r| draw_heat_map(r, h), |r| draw_heat_map(r, h))
+}
+
+/// The colour of `v` on a light-to-dark blue ramp over `range`.
+pub fn ramp(v: f64, range: (f64, f64)) -> RGBColor {
+    let t = if range.1 > range.0 { ((v - range.0) / (range.1 - range.0)).clamp(0.0, 1.0) } else { 0.5 };
+    let lerp = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * t).round() as u8;
+    RGBColor(lerp(239, 8), lerp(243, 48), lerp(255, 107))
+}
+
+fn draw_heat_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &HeatMap) -> Result<(), String> {
+    root.fill(&WHITE).map_err(err)?;
+    title(root, &h.title, h.subtitle.as_deref())?;
+    let top = if h.subtitle.is_some() { 64 } else { 48 };
+    let area = root.margin(top, 10, 10, 30);
+    let (nx, ny) = (h.x_labels.len().max(1), h.y_labels.len().max(1));
+    let mut chart = ChartBuilder::on(&area)
+        .x_label_area_size(55)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0.0..nx as f64, 0.0..ny as f64)
+        .map_err(err)?;
+    let label = |labels: &[String], v: f64| {
+        let i = v - 0.5;
+        if i >= 0.0 && i.fract().abs() < 1e-9 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+    };
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(h.x_desc.as_str())
+        .y_desc(h.y_desc.as_str())
+        .x_labels(2 * nx + 1)
+        .y_labels(2 * ny + 1)
+        .x_label_formatter(&|v| label(&h.x_labels, *v))
+        .y_label_formatter(&|v| label(&h.y_labels, *v))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .draw()
+        .map_err(err)?;
+    for (y, row) in h.cells.iter().enumerate() {
+        for (x, c) in row.iter().enumerate() {
+            let (x0, y0) = (x as f64, y as f64);
+            let fill = c.map_or(RGBColor(200, 200, 200), |v| ramp(v, h.range));
+            chart.draw_series(std::iter::once(Rectangle::new([(x0, y0), (x0 + 1.0, y0 + 1.0)], fill.filled()))).map_err(err)?;
+            let text = c.map_or_else(|| "n/a".to_string(), |v| format!("{v:.*}", h.decimals));
+            let dark = c.is_some_and(|v| h.range.1 > h.range.0 && (v - h.range.0) / (h.range.1 - h.range.0) > 0.55);
+            let style = text_style(16, HPos::Center, VPos::Center).color(if dark { &WHITE } else { &BLACK });
+            chart.draw_series(std::iter::once(Text::new(text, (x0 + 0.5, y0 + 0.5), style))).map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 /// A point of the world map: location and band index (`bands.len()` means "failed").
 #[derive(Clone, Debug)]
 pub struct MapChart {
