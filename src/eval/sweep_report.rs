@@ -241,35 +241,31 @@ pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, S
     ));
     std::fs::create_dir_all(out.join("plots")).map_err(|e| SweepReportError::Sweep { path: out.to_path_buf(), message: e.to_string() })?;
     let mut files = Vec::new();
+    let mut figures = Vec::new();
+    let rendered = heat_maps(&sweep.axes, &slices, &lines)
+        .into_iter()
+        .map(|(name, h)| (name, h.title.clone(), plot::heat_map(&h)))
+        .chain(charts(&sweep.axes, &lines).into_iter().map(|(name, c)| (name, c.title.clone(), plot::line_chart(&c))));
+    for (name, caption, r) in rendered {
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                notes.push(format!("Plot {name} was not drawn: {e}."));
+                continue;
+            }
+        };
+        let p = out.join("plots").join(format!("{name}.svg"));
+        atomic::write_bytes(&p, r.svg.as_bytes())?;
+        files.push(p);
+        if let Some(png) = &r.png {
+            let q = out.join("plots").join(format!("{name}.png"));
+            atomic::write_bytes(&q, png)?;
+            files.push(q);
+        }
+        figures.push(html::Figure { caption, svg: r.svg });
+    }
     let md = markdown(&lines, &notes);
     let csv = to_csv(&lines);
-    let mut figures = Vec::new();
-    for (name, h) in heat_maps(&sweep.axes, &slices, &lines) {
-        if let Ok(r) = plot::heat_map(&h) {
-            let p = out.join("plots").join(format!("{name}.svg"));
-            atomic::write_bytes(&p, r.svg.as_bytes())?;
-            files.push(p);
-            if let Some(png) = &r.png {
-                let q = out.join("plots").join(format!("{name}.png"));
-                atomic::write_bytes(&q, png)?;
-                files.push(q);
-            }
-            figures.push(html::Figure { caption: h.title.clone(), svg: r.svg });
-        }
-    }
-    for (name, chart) in charts(&sweep.axes, &lines) {
-        if let Ok(r) = plot::line_chart(&chart) {
-            let p = out.join("plots").join(format!("{name}.svg"));
-            atomic::write_bytes(&p, r.svg.as_bytes())?;
-            files.push(p);
-            if let Some(png) = &r.png {
-                let q = out.join("plots").join(format!("{name}.png"));
-                atomic::write_bytes(&q, png)?;
-                files.push(q);
-            }
-            figures.push(html::Figure { caption: chart.title.clone(), svg: r.svg });
-        }
-    }
     let tex = latex(&lines);
     for (f, bytes) in [("sweep_report.md", md.as_bytes().to_vec()), ("sweep_report.csv", csv.into_bytes()), ("sweep_report.tex", tex.into_bytes())] {
         let p = out.join(f);
