@@ -335,14 +335,21 @@ fn write_model(out: &Path, model: &AlignModel, fp: &str, curve: &Curve, n_train:
     Ok(card)
 }
 
+/// The card of a trained model (`model.json`), schema checked; the weights are not read.
+pub fn read_card(dir: &Path) -> Result<ModelCard, AlignError> {
+    let cp = dir.join("model.json");
+    let bad = |message: String| AlignError::Checkpoint { path: cp.clone(), message };
+    let card: ModelCard = serde_json::from_slice(&std::fs::read(&cp).map_err(|e| bad(format!("{e} (train it first: georag align train CONFIG)")))?).map_err(|e| bad(e.to_string()))?;
+    if card.schema != MODEL_SCHEMA {
+        return Err(bad(format!("schema {} (expected {MODEL_SCHEMA})", card.schema)));
+    }
+    Ok(card)
+}
+
 /// Load a trained model from its directory (`model.json` + `model.safetensors`).
 pub fn load_model(dir: &Path, device: &Device) -> Result<(AlignModel, ModelCard), AlignError> {
-    let cp = dir.join("model.json");
     let bad = |path: &Path, message: String| AlignError::Checkpoint { path: path.to_path_buf(), message };
-    let card: ModelCard = serde_json::from_slice(&std::fs::read(&cp).map_err(|e| bad(&cp, format!("{e} (train it first: georag align train CONFIG)")))?).map_err(|e| bad(&cp, e.to_string()))?;
-    if card.schema != MODEL_SCHEMA {
-        return Err(bad(&cp, format!("schema {} (expected {MODEL_SCHEMA})", card.schema)));
-    }
+    let card = read_card(dir)?;
     let wp = dir.join("model.safetensors");
     let bytes = std::fs::read(&wp).map_err(|e| bad(&wp, e.to_string()))?;
     if sha256_hex(&bytes) != card.sha256 {

@@ -7,6 +7,7 @@
 
 use super::{EncodeError, Encoder, Prepared};
 use crate::align::AlignModel;
+use crate::align::train::ModelCard;
 use crate::util::fingerprint::Fingerprint;
 use candle_core::{Device, Tensor};
 use image::RgbImage;
@@ -18,35 +19,36 @@ pub struct AlignedEncoder {
     fp: String,
 }
 
-/// The trained heads over a base encoder of `base_dim` and fingerprint `base_fp`: the model,
-/// the concatenated dimension and the fingerprint.
-fn over(base_name: &str, base_dim: usize, base_fp: &str, model_dir: &std::path::Path) -> Result<(AlignModel, usize, String), EncodeError> {
-    let (model, card) = crate::align::train::load_model(model_dir, &Device::Cpu).map_err(|e| EncodeError::Config(format!("aligned encoder: {e}")))?;
-    if model.image_dim != base_dim {
+/// The concatenated dimension and the fingerprint of the heads of `card` over a base encoder
+/// of `base_dim` and fingerprint `base_fp` (a card's `text_dim` is what gives the model its
+/// image->text head).
+fn over(base_name: &str, base_dim: usize, base_fp: &str, card: &ModelCard, model_dir: &std::path::Path) -> Result<(usize, String), EncodeError> {
+    if card.image_dim != base_dim {
         return Err(EncodeError::Config(format!(
             "aligned encoder: {} was trained on {}-d image embeddings, the base encoder `{base_name}` gives {base_dim}-d",
             model_dir.display(),
-            model.image_dim,
+            card.image_dim,
         )));
     }
-    let shared = model.spec.heads().shared_dim;
-    let dim = base_dim + shared * (1 + usize::from(model.image_text.is_some()));
+    let shared = card.spec.heads().shared_dim;
+    let dim = base_dim + shared * (1 + usize::from(card.text_dim.is_some()));
     let fp = Fingerprint::new("encoder/aligned/1").field(base_fp).field(&card.model_fingerprint).finish();
-    Ok((model, dim, fp))
+    Ok((dim, fp))
 }
 
 /// The fingerprint and dimension [`AlignedEncoder::new`] would give, from the base encoder's
-/// identity (no base model is built; the heads, a few MB, are read).
+/// identity and the heads' `model.json` (no model is built, no weights are read).
 pub fn identity(base: &super::EncoderSpec, model_dir: &std::path::Path) -> Result<(String, usize), EncodeError> {
     let (base_fp, base_dim) = super::identity(base)?;
-    let kind = serde_json::to_value(base).ok().and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(String::from)).unwrap_or_default();
-    let (_, dim, fp) = over(&kind, base_dim, &base_fp, model_dir)?;
+    let card = crate::align::train::read_card(model_dir).map_err(|e| EncodeError::Config(format!("aligned encoder: {e}")))?;
+    let (dim, fp) = over(base.kind(), base_dim, &base_fp, &card, model_dir)?;
     Ok((fp, dim))
 }
 
 impl AlignedEncoder {
     pub fn new(base: Box<dyn Encoder>, model_dir: &std::path::Path) -> Result<AlignedEncoder, EncodeError> {
-        let (model, dim, fp) = over(base.name(), base.dim(), base.fingerprint(), model_dir)?;
+        let (model, card) = crate::align::train::load_model(model_dir, &Device::Cpu).map_err(|e| EncodeError::Config(format!("aligned encoder: {e}")))?;
+        let (dim, fp) = over(base.name(), base.dim(), base.fingerprint(), &card, model_dir)?;
         Ok(AlignedEncoder { base, model, dim, fp })
     }
 

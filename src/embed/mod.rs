@@ -213,6 +213,19 @@ pub fn build(spec: &EncoderSpec) -> Result<Box<dyn Encoder>, EncodeError> {
     }
 }
 
+impl EncoderSpec {
+    /// The `kind` the config names this encoder by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EncoderSpec::Im2gps { .. } => "im2gps",
+            EncoderSpec::Clip { .. } => "clip",
+            EncoderSpec::Siglip { .. } => "siglip",
+            EncoderSpec::Geoclip { .. } => "geoclip",
+            EncoderSpec::Aligned { .. } => "aligned",
+        }
+    }
+}
+
 /// An encoder's fingerprint and output dimension from its files, without building the model
 /// (no weights decoded; weight files are hashed): what locating an embedding store needs
 /// (`georag index`). The same as `build(spec)`'s `fingerprint()` and `dim()`.

@@ -156,6 +156,17 @@ pub fn run_compare(args: &CompareArgs) -> Result<CompareOutcome, CompareError> {
     compare_results(&a, &b, &conv, args.alpha, args.out.as_deref())
 }
 
+/// The verdict of McNemar's test at `alpha` for runs named `a` and `b`.
+pub fn verdict(test: &McNemar, alpha: f64, a: &str, b: &str) -> String {
+    if test.p_value >= alpha {
+        format!("within noise (p = {:.3} >= {alpha})", test.p_value)
+    } else if test.c > test.b {
+        format!("{b} better (p = {:.2e} < {alpha})", test.p_value)
+    } else {
+        format!("{a} better (p = {:.2e} < {alpha})", test.p_value)
+    }
+}
+
 /// Compare two results under `conv`; optionally write `compare.md` / `compare.json` into `out`.
 pub fn compare_results(
     a: &MethodResult,
@@ -192,13 +203,7 @@ pub fn compare_results(
             let hb: Vec<bool> = pairs.iter().map(|&(_, j)| hit(sb[j].distance_km)).collect();
             let test = mcnemar(&ha, &hb);
             let n = test.n as f64;
-            let verdict = if test.p_value >= alpha {
-                format!("within noise (p = {:.3} >= {alpha})", test.p_value)
-            } else if test.c > test.b {
-                format!("B better (p = {:.2e} < {alpha})", test.p_value)
-            } else {
-                format!("A better (p = {:.2e} < {alpha})", test.p_value)
-            };
+            let verdict = verdict(&test, alpha, "A", "B");
             CompareRow {
                 threshold_km: t,
                 acc_a_pct: 100.0 * test.hits_a as f64 / n,

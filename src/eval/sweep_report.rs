@@ -11,14 +11,16 @@
 //! setting, for axes whose values are all numbers; a heat map per threshold for every pair of
 //! axes over their whole grid, every other axis at its first value).
 
-use super::compare::{CompareError, compare_results};
+use super::compare::{CompareError, CompareOutcome, compare_results};
 use crate::metrics::describe::thresholds_of;
 use crate::metrics::{MetricsError, MetricsFile, MetricsRow, threshold_key};
 use crate::report::per_image::{self, PerImageError};
 use crate::report::plot::{self, LineChart, Series, Stroke, XAxis};
+use crate::report::table::latex_escape;
 use crate::report::{MethodResult, html};
 use crate::sweep::{Axis, SweepFile, expand};
 use crate::util::atomic;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +37,10 @@ pub enum SweepReportError {
     Compare(#[from] CompareError),
     #[error(transparent)]
     Write(#[from] atomic::AtomicWriteError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+    #[error("{path}: {source}")]
+    Csv { path: PathBuf, source: csv::Error },
 }
 
 /// One line of the report: a setting of one parameter, for one method, dataset and threshold.
@@ -128,6 +134,41 @@ fn slices(axes: &[Axis]) -> Vec<Slice> {
     out
 }
 
+/// A point's metrics and per-image results (None without per_image.csv).
+type Loaded = (MetricsFile, Option<Vec<MethodResult>>);
+
+/// One metrics row of a point, with the baseline's name for its method and the paired test
+/// against the baseline's row (None for the baseline itself or without per-image results).
+struct Measured<'a> {
+    method: String,
+    row: &'a MetricsRow,
+    paired: Option<CompareOutcome>,
+}
+
+fn measure<'a>(i: usize, (base_m, base_r): &'a Loaded, (m, r): &'a Loaded, alpha: f64) -> Result<Vec<Measured<'a>>, SweepReportError> {
+    let mut out = Vec::new();
+    for (ri, row) in m.rows.iter().enumerate() {
+        // A method's name may carry its settings (`knn_density(k=8, bw=200km)`), so a point's
+        // rows pair with the baseline's by position (the same config, other values), by name
+        // when the row counts differ.
+        let base_row = if m.rows.len() == base_m.rows.len() {
+            base_m.rows.get(ri).filter(|b| b.dataset == row.dataset)
+        } else {
+            base_m.rows.iter().find(|b| b.method == row.method && b.dataset == row.dataset)
+        };
+        let find = |rs: &'a Option<Vec<MethodResult>>, x: &MetricsRow| rs.as_ref().and_then(|rs| rs.iter().find(|r| r.method == x.method && r.dataset == x.dataset));
+        let paired = match base_row {
+            Some(b) if i != 0 => match (find(base_r, b), find(r, row), b.convention.to_convention(thresholds_of(&b.acc_pct))) {
+                (Some(a), Some(c), Ok(conv)) => Some(compare_results(a, c, &conv, alpha, None)?),
+                _ => None,
+            },
+            _ => None,
+        };
+        out.push(Measured { method: base_row.map_or_else(|| row.method.clone(), |b| b.method.clone()), row, paired });
+    }
+    Ok(out)
+}
+
 /// Read a sweep directory and write its report into `out`.
 pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, SweepReportError> {
     let path = dir.join("sweep.json");
@@ -160,7 +201,7 @@ pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, S
         return Err(bad("the baseline (point 0) failed; nothing to compare against".into()));
     }
     // Each point of a one-factor slice: its metrics and per-image results, read once.
-    let mut loaded: std::collections::BTreeMap<usize, (MetricsFile, Option<Vec<MethodResult>>)> = Default::default();
+    let mut loaded: BTreeMap<usize, Loaded> = BTreeMap::new();
     let slices = slices(&sweep.axes);
     for slice in &slices {
         for &(_, i, _) in &slice.entries {
@@ -179,57 +220,35 @@ pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, S
             loaded.insert(i, (m, r));
         }
     }
+    // Each point's rows against the baseline's, paired once per point (a point appears in
+    // several slices).
+    let measured: BTreeMap<usize, Vec<Measured>> =
+        loaded.iter().map(|(&i, point)| Ok((i, measure(i, &loaded[&0], point, alpha)?))).collect::<Result<_, SweepReportError>>()?;
     let mut lines = Vec::new();
     for slice in &slices {
         for (value, i, cell) in &slice.entries {
-            let i = *i;
-            if !ok(i) {
-                continue;
-            }
-            let (base_m, base_r) = &loaded[&0];
-            let (m, r) = &loaded[&i];
-            for (ri, row) in m.rows.iter().enumerate() {
-                // A method's name may carry its settings (`knn_density(k=8, bw=200km)`), so a
-                // point's rows pair with the baseline's by position (the same config, other
-                // values), by name when the row counts differ.
-                let base_row = if m.rows.len() == base_m.rows.len() {
-                    base_m.rows.get(ri).filter(|b| b.dataset == row.dataset)
-                } else {
-                    base_m.rows.iter().find(|b| b.method == row.method && b.dataset == row.dataset)
-                };
-                let paired = match (base_row, base_r, r, i) {
-                    (_, _, _, 0) => None,
-                    (Some(b), Some(br), Some(rr), _) => {
-                        let a = br.iter().find(|x| x.method == b.method && x.dataset == b.dataset);
-                        let c = rr.iter().find(|x| x.method == row.method && x.dataset == row.dataset);
-                        match (a, c, b.convention.to_convention(thresholds_of(&b.acc_pct))) {
-                            (Some(a), Some(c), Ok(conv)) => Some(compare_results(a, c, &conv, alpha, None)?),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
-                for t in thresholds_of(&row.acc_pct) {
+            for m in measured.get(i).into_iter().flatten() {
+                for t in thresholds_of(&m.row.acc_pct) {
                     let key = threshold_key(t);
-                    let cmp = paired.as_ref().and_then(|p| p.rows.iter().find(|r| r.threshold_km == t));
+                    let cmp = m.paired.as_ref().and_then(|p| p.rows.iter().find(|r| r.threshold_km == t));
                     lines.push(SweepLine {
                         parameter: slice.parameter.clone(),
                         value: value.clone(),
                         cell: cell.clone(),
-                        baseline: i == 0,
-                        point: i,
-                        method: base_row.map_or_else(|| row.method.clone(), |b| b.method.clone()),
-                        method_here: row.method.clone(),
-                        dataset: row.dataset.clone(),
+                        baseline: *i == 0,
+                        point: *i,
+                        method: m.method.clone(),
+                        method_here: m.row.method.clone(),
+                        dataset: m.row.dataset.clone(),
                         threshold_km: t,
-                        acc_pct: row.acc_pct[&key],
-                        ci95_pct: row.acc_ci95_pct.get(&key).copied().unwrap_or([f64::NAN, f64::NAN]),
-                        n_scored: row.n_scored,
+                        acc_pct: m.row.acc_pct[&key],
+                        ci95_pct: m.row.acc_ci95_pct.get(&key).copied().unwrap_or([f64::NAN, f64::NAN]),
+                        n_scored: m.row.n_scored,
                         diff_pp: cmp.map(|c| c.test.diff_pp),
                         diff_ci95_pp: cmp.map(|c| c.test.diff_ci95_pp),
                         p_value: cmp.map(|c| c.test.p_value),
-                        verdict: cmp.map(|c| c.verdict.replace("A better", "baseline better").replace("B better", "this setting better")),
-                        n_paired: paired.as_ref().map(|p| p.n_paired),
+                        verdict: cmp.map(|c| super::compare::verdict(&c.test, alpha, "baseline", "this setting")),
+                        n_paired: m.paired.as_ref().map(|p| p.n_paired),
                     });
                 }
             }
@@ -242,38 +261,23 @@ pub fn sweep_report(dir: &Path, out: &Path, alpha: f64) -> Result<SweepReport, S
     std::fs::create_dir_all(out.join("plots")).map_err(|e| SweepReportError::Sweep { path: out.to_path_buf(), message: e.to_string() })?;
     let mut files = Vec::new();
     let mut figures = Vec::new();
-    let rendered = heat_maps(&sweep.axes, &slices, &lines)
-        .into_iter()
-        .map(|(name, h)| (name, h.title.clone(), plot::heat_map(&h)))
-        .chain(charts(&sweep.axes, &lines).into_iter().map(|(name, c)| (name, c.title.clone(), plot::line_chart(&c))));
-    for (name, caption, r) in rendered {
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                notes.push(format!("Plot {name} was not drawn: {e}."));
-                continue;
-            }
-        };
-        let p = out.join("plots").join(format!("{name}.svg"));
-        atomic::write_bytes(&p, r.svg.as_bytes())?;
-        files.push(p);
-        if let Some(png) = &r.png {
-            let q = out.join("plots").join(format!("{name}.png"));
-            atomic::write_bytes(&q, png)?;
-            files.push(q);
-        }
-        figures.push(html::Figure { caption, svg: r.svg });
+    let plots = out.join("plots");
+    for (name, h) in heat_maps(&sweep.axes, &slices, &lines) {
+        figures.push(crate::report::emit(&plots, &name, &plot::heat_map(&h), &mut files, &h.title)?);
+    }
+    for (name, c) in charts(&sweep.axes, &lines) {
+        figures.push(crate::report::emit(&plots, &name, &plot::line_chart(&c), &mut files, &c.title)?);
     }
     let md = markdown(&lines, &notes);
-    let csv = to_csv(&lines);
-    let tex = latex(&lines);
-    for (f, bytes) in [("sweep_report.md", md.as_bytes().to_vec()), ("sweep_report.csv", csv.into_bytes()), ("sweep_report.tex", tex.into_bytes())] {
+    let csv = to_csv(&lines).map_err(|source| SweepReportError::Csv { path: out.join("sweep_report.csv"), source })?;
+    let tex = latex(&lines, alpha);
+    for (f, bytes) in [("sweep_report.md", md.as_bytes().to_vec()), ("sweep_report.csv", csv), ("sweep_report.tex", tex.into_bytes())] {
         let p = out.join(f);
         atomic::write_bytes(&p, &bytes)?;
         files.push(p);
     }
     let title = format!("Sweep report: {}", dir.display());
-    let page = html::page_with(&title, &crate::report::table::PaperTable::default(), &markdown_tables_html(&lines), &figures, &notes);
+    let page = html::page_with(&title, &crate::report::table::PaperTable::default(), &tables_html(&lines), &figures, &notes);
     let p = out.join("sweep_report.html");
     atomic::write_bytes(&p, page.as_bytes())?;
     files.push(p);
@@ -337,7 +341,7 @@ fn markdown(lines: &[SweepLine], notes: &[String]) -> String {
     s
 }
 
-fn markdown_tables_html(lines: &[SweepLine]) -> String {
+fn tables_html(lines: &[SweepLine]) -> String {
     let mut s = String::new();
     for (param, method, dataset, ls) in groups(lines) {
         let (thresholds, rows) = table_rows(&ls);
@@ -360,41 +364,24 @@ fn markdown_tables_html(lines: &[SweepLine]) -> String {
     s
 }
 
-fn tex_escape(s: &str) -> String {
-    let mut o = String::new();
-    for ch in s.chars() {
-        match ch {
-            '&' | '%' | '$' | '#' | '_' | '{' | '}' => {
-                o.push('\\');
-                o.push(ch);
-            }
-            '~' => o.push_str("\\textasciitilde{}"),
-            '^' => o.push_str("\\textasciicircum{}"),
-            '\\' => o.push_str("\\textbackslash{}"),
-            _ => o.push(ch),
-        }
-    }
-    o
-}
-
 /// One booktabs table per (parameter, method, dataset): accuracy (%) per threshold, the paired
 /// difference to the baseline in pp below it with a dagger when McNemar's p < alpha.
-fn latex(lines: &[SweepLine]) -> String {
+fn latex(lines: &[SweepLine], alpha: f64) -> String {
     let mut s = String::from("% georag sweep report; needs \\usepackage{booktabs}\n");
     for (param, method, dataset, ls) in groups(lines) {
         let (thresholds, rows) = table_rows(&ls);
-        let _ = writeln!(s, "\\begin{{table}}[t]\n\\centering\n\\caption{{{}: {} on {} (accuracy \\%, 95 \\% Wilson interval; $\\Delta$ to the baseline in pp, $^\\dagger$ McNemar significant)}}", tex_escape(&param), tex_escape(&method), tex_escape(&dataset));
+        let _ = writeln!(s, "\\begin{{table}}[t]\n\\centering\n\\caption{{{}: {} on {} (accuracy \\%, 95 \\% Wilson interval; $\\Delta$ to the baseline in pp, $^\\dagger$ McNemar significant)}}", latex_escape(&param), latex_escape(&method), latex_escape(&dataset));
         let _ = writeln!(s, "\\begin{{tabular}}{{l{}}}\n\\toprule", "r".repeat(thresholds.len()));
-        let _ = writeln!(s, "{} & {} \\\\\n\\midrule", tex_escape(&param), thresholds.iter().map(|t| format!("{t} km")).collect::<Vec<_>>().join(" & "));
+        let _ = writeln!(s, "{} & {} \\\\\n\\midrule", latex_escape(&param), thresholds.iter().map(|t| format!("{t} km")).collect::<Vec<_>>().join(" & "));
         for (value, base, cells) in rows {
-            let label = if base { format!("{} (baseline)", tex_escape(&value)) } else { tex_escape(&value) };
+            let label = if base { format!("{} (baseline)", latex_escape(&value)) } else { latex_escape(&value) };
             let acc: Vec<String> = thresholds.iter().map(|t| cells.iter().find(|c| c.threshold_km == *t).map(|c| format!("{:.2} [{:.1}, {:.1}]", c.acc_pct, c.ci95_pct[0], c.ci95_pct[1])).unwrap_or_default()).collect();
             let _ = writeln!(s, "{label} & {} \\\\", acc.join(" & "));
             if !base {
                 let d: Vec<String> = thresholds
                     .iter()
                     .map(|t| match cells.iter().find(|c| c.threshold_km == *t) {
-                        Some(SweepLine { diff_pp: Some(d), verdict: Some(v), .. }) => format!("$\\Delta$ {d:+.2}{}", if v.contains(" < ") { "$^\\dagger$" } else { "" }),
+                        Some(SweepLine { diff_pp: Some(d), p_value: Some(p), .. }) => format!("$\\Delta$ {d:+.2}{}", if *p < alpha { "$^\\dagger$" } else { "" }),
                         _ => String::new(),
                     })
                     .collect();
@@ -406,38 +393,37 @@ fn latex(lines: &[SweepLine]) -> String {
     s
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
-}
-
-fn to_csv(lines: &[SweepLine]) -> String {
-    let mut s = String::from("parameter,value,baseline,point,method,method_here,dataset,threshold_km,acc_pct,ci95_lo_pct,ci95_hi_pct,n_scored,diff_pp,diff_ci95_lo_pp,diff_ci95_hi_pp,mcnemar_p,n_paired,verdict\n");
+/// The CSV (the csv crate quotes the text cells); numbers as Display writes them.
+fn to_csv(lines: &[SweepLine]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "parameter", "value", "baseline", "point", "method", "method_here", "dataset", "threshold_km", "acc_pct", "ci95_lo_pct", "ci95_hi_pct", "n_scored", "diff_pp",
+        "diff_ci95_lo_pp", "diff_ci95_hi_pp", "mcnemar_p", "n_paired", "verdict",
+    ])?;
     let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     for l in lines {
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            csv_field(&l.parameter),
-            csv_field(&l.value),
-            l.baseline,
-            l.point,
-            csv_field(&l.method),
-            csv_field(&l.method_here),
-            csv_field(&l.dataset),
-            l.threshold_km,
-            l.acc_pct,
-            l.ci95_pct[0],
-            l.ci95_pct[1],
-            l.n_scored,
+        w.write_record([
+            l.parameter.clone(),
+            l.value.clone(),
+            l.baseline.to_string(),
+            l.point.to_string(),
+            l.method.clone(),
+            l.method_here.clone(),
+            l.dataset.clone(),
+            l.threshold_km.to_string(),
+            l.acc_pct.to_string(),
+            l.ci95_pct[0].to_string(),
+            l.ci95_pct[1].to_string(),
+            l.n_scored.to_string(),
             opt(l.diff_pp),
             opt(l.diff_ci95_pp.map(|c| c[0])),
             opt(l.diff_ci95_pp.map(|c| c[1])),
             opt(l.p_value),
             l.n_paired.map(|n| n.to_string()).unwrap_or_default(),
-            csv_field(l.verdict.as_deref().unwrap_or(""))
-        );
+            l.verdict.clone().unwrap_or_default(),
+        ])?;
     }
-    s
+    w.into_inner().map_err(|e| e.into_error().into())
 }
 
 /// Accuracy versus the setting, one chart per (numeric axis, method, dataset), a line per

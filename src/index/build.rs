@@ -687,8 +687,8 @@ pub fn open(spec: &IndexSpec, layout: &Layout) -> Result<BuiltIndex, IndexError>
     Ok(BuiltIndex { index: fx, rows, dir: layout.dir.clone(), fingerprint, reused: true, meta })
 }
 
-/// What every build entry point does first: FAISS's OpenMP threads from the recipe, and
-/// [`return_large_frees`].
+/// What every build entry point does first: FAISS's OpenMP threads from the recipe,
+/// [`return_large_frees`] and [`reset_peak_rss`].
 fn begin(spec: &IndexSpec) {
     if let Some(t) = spec.threads {
         super::set_threads(t);

@@ -621,30 +621,8 @@ fn run_stages(cfg: &Config, out: &Path, opts: &RunOptions, previous: Option<RunR
         st.0.iter().map(|s| format!("{} {:.2}{}", s.stage, s.seconds, if s.reused { " (reused)" } else { "" })).collect::<Vec<_>>().join(", ")
     ));
     // Training curves and fingerprints of the alignment models the config uses.
-    let mut charts = Vec::new();
-    for dir in report::training::model_dirs(&serde_json::to_value(cfg).unwrap_or_default()) {
-        match report::training::read(&dir) {
-            Ok(m) => {
-                let c = &m.card;
-                notes.push(format!(
-                    "Alignment model {} ({}): model fingerprint {}, {} trainable parameters, trained on {} rows ({} held out), {} steps in {} epochs.",
-                    dir.display(),
-                    c.kind,
-                    c.model_fingerprint,
-                    c.n_trainable,
-                    c.n_train,
-                    c.n_holdout,
-                    c.curve.steps.len(),
-                    c.curve.evals.last().map_or(0, |e| e.epoch)
-                ));
-                let label = dir.display().to_string();
-                let slug = report::slug(&label);
-                charts.push((format!("align_loss_{slug}"), report::training::loss_chart(&label, &c.curve), format!("Training loss of the alignment model {label} per optimizer step, with its mean per epoch.")));
-                charts.push((format!("align_holdout_{slug}"), report::training::holdout_chart(&label, &c.curve), format!("Held-out image->GPS accuracy of the alignment model {label} after each epoch (epoch 0 untrained).")));
-            }
-            Err(why) => notes.push(format!("Alignment model {}: no training curve ({why}).", dir.display())),
-        }
-    }
+    let (charts, align_notes) = report::training::for_config(&serde_json::to_value(cfg).unwrap_or_default());
+    notes.extend(align_notes);
     let input = ReportInput { title: &title, metrics: &metrics, results: &results, convention: &cfg.metrics, notes };
     report::write_report_with(out, &input, &ReportExtras { per_image: true, no_plots: !plots, regions: true, charts: &charts, ..Default::default() })?;
     st.0.push(StageRecord { stage: "report".into(), seconds: t.elapsed().as_secs_f64(), reused: false, fingerprint: None });

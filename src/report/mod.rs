@@ -252,7 +252,7 @@ fn write_file(path: PathBuf, bytes: &[u8], files: &mut Vec<PathBuf>) -> Result<(
 }
 
 /// Write `name.svg` (and `name.png` when rendered) and return the figure for the HTML page.
-fn emit(
+pub(crate) fn emit(
     dir: &Path,
     name: &str,
     rendered: &Result<plot::Rendered, String>,

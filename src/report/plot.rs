@@ -84,7 +84,7 @@ pub enum XAxis {
     /// Logarithmic (kilometres in the accuracy and error charts, queries/s in the index tuning
     /// curve), ticks as plain numbers.
     Log,
-    /// Linear, integer ticks (training steps, epochs).
+    /// Linear (training steps, epochs); whole ticks print as integers, others with one decimal.
     Linear,
 }
 

@@ -3,14 +3,8 @@
 //! after each epoch at every threshold (epoch 0 = untrained).
 
 use super::plot::{LineChart, Series, Stroke, XAxis};
-use crate::align::train::{Curve, ModelCard};
-use std::path::{Path, PathBuf};
-
-/// An alignment model directory named by a config, with its card.
-pub struct TrainedModel {
-    pub dir: PathBuf,
-    pub card: ModelCard,
-}
+use crate::align::train::{Curve, read_card};
+use std::path::PathBuf;
 
 /// Every alignment model directory a (resolved) config names, in config order, without
 /// repeats: an `aligned` encoder's or a `gallery` method's `model`, a `geo_verify` selector's
@@ -41,12 +35,35 @@ pub fn model_dirs(config: &serde_json::Value) -> Vec<PathBuf> {
     out
 }
 
-/// The card of the model in `dir`, or why it cannot be read (shown as a note).
-pub fn read(dir: &Path) -> Result<TrainedModel, String> {
-    let p = dir.join("model.json");
-    let b = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-    let card: ModelCard = serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", p.display()))?;
-    Ok(TrainedModel { dir: dir.to_path_buf(), card })
+/// The training curves (file name, chart, caption) and one note per alignment model that a
+/// (resolved) config names; a model whose card cannot be read is a note, not an error.
+pub fn for_config(config: &serde_json::Value) -> (Vec<(String, LineChart, String)>, Vec<String>) {
+    let (mut charts, mut notes) = (Vec::new(), Vec::new());
+    for dir in model_dirs(config) {
+        let c = match read_card(&dir) {
+            Ok(c) => c,
+            Err(why) => {
+                notes.push(format!("Alignment model {}: no training curve ({why}).", dir.display()));
+                continue;
+            }
+        };
+        notes.push(format!(
+            "Alignment model {} ({}): model fingerprint {}, {} trainable parameters, trained on {} rows ({} held out), {} steps in {} epochs.",
+            dir.display(),
+            c.kind,
+            c.model_fingerprint,
+            c.n_trainable,
+            c.n_train,
+            c.n_holdout,
+            c.curve.steps.len(),
+            c.curve.evals.last().map_or(0, |e| e.epoch)
+        ));
+        let label = dir.display().to_string();
+        let slug = super::slug(&label);
+        charts.push((format!("align_loss_{slug}"), loss_chart(&label, &c.curve), format!("Training loss of the alignment model {label} per optimizer step, with its mean per epoch.")));
+        charts.push((format!("align_holdout_{slug}"), holdout_chart(&label, &c.curve), format!("Held-out image->GPS accuracy of the alignment model {label} after each epoch (epoch 0 untrained).")));
+    }
+    (charts, notes)
 }
 
 /// Loss per step (thin) and its mean per epoch (markers at each epoch's last step).
