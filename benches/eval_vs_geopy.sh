@@ -49,7 +49,7 @@ P=()
 for r in $(seq 1 "$REPS"); do
   # Cold outputs each time: a fresh --out directory.
   t0=$(now)
-  "$BIN" eval --predictions "$WORK/pred.csv" --out "$WORK/out$r" --distance geodesic --method synthetic --dataset synthetic >"$WORK/georag$r.txt"
+  "$BIN" eval --predictions "$WORK/pred.csv" --out "$WORK/out$r" --distance geodesic --method synthetic --dataset synthetic --no-regions >"$WORK/georag$r.txt"
   t1=$(now)
   "$PY" "$ROOT/benches/pandas_pyproj_scorer.py" "$WORK/pred.csv" >"$WORK/pandas$r.txt"
   t2=$(now)
@@ -84,3 +84,6 @@ printf 'georag eval, whole process (read, join, score, write metrics/per_image/t
 printf 'pandas+pyproj, whole process (interpreter start, imports, read_csv, Geod.inv, accuracies, median), median of %d: %.2f s\n' "$REPS" "$PM"
 printf 'ratio pandas+pyproj / georag (whole process, medians; >= 1 means georag is as fast or faster): %.2f\n' "$(echo "$PM / $GM" | bc -l)"
 printf 'ratio geopy / georag (geopy read+score, one run / georag median): %.1f\n' "$(echo "$GEOPY_S / $GM" | bc -l)"
+python3 "$ROOT/benches/summary.py" record --stage eval --what "georag eval --distance geodesic (whole process) vs pandas + pyproj (whole process), medians" \
+  --size "$N predictions, median of $REPS" --unit "s" --georag "$GM" --reference "$PM" \
+  --reference-name "pandas + pyproj" --lower-is-better --command "benches/eval_vs_geopy.sh"

@@ -97,3 +97,53 @@ fn published_yaml_matches_the_shared_reference() {
     let theirs = PublishedFile::read(&shared).unwrap();
     assert_eq!(ours, theirs);
 }
+
+/// `georag eval` reports accuracy by country and continent of the ground truth: 12 images in
+/// Paris predicted in Paris, 10 in Tokyo predicted in Osaka (~400 km), 2 in Madrid predicted in
+/// Paris, 3 in the Atlantic; and
+/// writes nothing of it under `--no-regions`.
+#[test]
+fn eval_breaks_accuracy_down_by_region() {
+    let dir = common::tmp("eval_regions");
+    let mut gt = String::from("IMG_ID,LAT,LON\n");
+    let mut pred = String::from("IMG_ID,PRED_LAT,PRED_LON\n");
+    for i in 0..27 {
+        let (t, p) = match i {
+            0..12 => ((48.857, 2.352), (48.857, 2.353)),
+            12..22 => ((35.68, 139.69), (34.69, 135.50)),
+            22..24 => ((40.42, -3.70), (48.857, 2.352)),
+            _ => ((30.0, -40.0), (48.857, 2.352)),
+        };
+        writeln!(gt, "{i}.jpg,{},{}", t.0, t.1).unwrap();
+        writeln!(pred, "{i}.jpg,{},{}", p.0, p.1).unwrap();
+    }
+    std::fs::write(dir.join("gt.csv"), gt).unwrap();
+    std::fs::write(dir.join("pred.csv"), pred).unwrap();
+    let mut a = common::eval_args(dir.join("pred.csv"), dir.join("out"));
+    a.ground_truth = Some(dir.join("gt.csv"));
+    a.method = Some("m".into());
+    a.dataset = Some("d".into());
+    let o = run_eval(&a).unwrap();
+    assert!(o.files.iter().any(|f| f.ends_with("regions.csv")));
+    let rows: Vec<Vec<String>> = csv::Reader::from_path(dir.join("out/regions.csv")).unwrap().records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    let row = |level: &str, code: &str| -> Vec<String> {
+        rows.iter().find(|r| r[0] == "d" && r[1] == "m" && r[2] == level && r[3] == code).cloned().unwrap_or_else(|| panic!("no {level} {code} row in {rows:?}"))
+    };
+    // dataset,method,level,code,name,continent,n_expected,n_scored, then per threshold acc, ci95_lo, ci95_hi.
+    let counts_and_acc = |r: Vec<String>| -> Vec<String> { [6, 7, 8, 11, 14, 17, 20].iter().map(|&i| r[i].clone()).collect() };
+    assert_eq!(counts_and_acc(row("country", "FR")), ["12", "12", "100", "100", "100", "100", "100"]);
+    assert_eq!(counts_and_acc(row("country", "JP")), ["10", "10", "0", "0", "0", "100", "100"]);
+    assert_eq!(row("country", "--")[6..8], ["3", "3"]);
+    assert_eq!(row("country", "ES")[6..8], ["2", "2"]);
+    assert_eq!(row("continent", "Europe")[6..8], ["14", "14"]);
+    let html = std::fs::read_to_string(dir.join("out/report.html")).unwrap();
+    // Right country: Paris and Tokyo (Osaka is in Japan too), not Madrid; the Atlantic images
+    // have no country and are not counted.
+    assert!(html.contains("right country: <b>91.7 %</b> (22 of 24)"), "{html}");
+    assert!(dir.join("out/plots/countries_d_m.svg").exists());
+
+    a.out = dir.join("out2");
+    a.no_regions = true;
+    run_eval(&a).unwrap();
+    assert!(!dir.join("out2/regions.csv").exists());
+}

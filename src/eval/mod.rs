@@ -85,6 +85,10 @@ pub struct EvalArgs {
     /// Write no plots (for CI): metrics, tables, per_image.csv and report.html as usual.
     #[arg(long)]
     pub no_plots: bool,
+    /// Skip the per-region analysis (accuracy by continent and country of the ground truth,
+    /// right-country share, `regions.csv` / `regions.json`, the country map).
+    #[arg(long)]
+    pub no_regions: bool,
     /// `REPRODUCED=PUBLISHED`: the published row the Δ column compares the method with.
     #[arg(long = "match", value_name = "REPRODUCED=PUBLISHED")]
     pub matches: Vec<String>,
@@ -399,7 +403,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<EvalOutcome, EvalError> {
         per_image: true,
         no_plots: args.no_plots,
         scored: Some(&scored),
-        regions: false,
+        regions: !args.no_regions,
         charts: &[],
     };
     let rep = report::write_report_with(out, &input, &extras)?;

@@ -15,7 +15,11 @@ pub fn wilson(k: usize, n: usize, z: f64) -> (f64, f64) {
     let denom = 1.0 + z2 / n_f;
     let centre = (p + z2 / (2.0 * n_f)) / denom;
     let half = z * (p * (1.0 - p) / n_f + z2 / (4.0 * n_f * n_f)).sqrt() / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
+    // At k = 0 (k = n) the lower (upper) bound is exactly 0 (1); the closed form leaves a
+    // rounding residue such as 5.6e-15 there.
+    let lo = if k == 0 { 0.0 } else { (centre - half).max(0.0) };
+    let hi = if k >= n { 1.0 } else { (centre + half).min(1.0) };
+    (lo, hi)
 }
 
 #[cfg(test)]
@@ -30,5 +34,9 @@ mod tests {
         assert_eq!(wilson(0, 0, Z95), (0.0, 1.0));
         let (lo, _) = wilson(0, 10, Z95);
         assert_eq!(lo, 0.0);
+        for n in 1..200 {
+            assert_eq!(wilson(0, n, Z95).0, 0.0, "n = {n}");
+            assert_eq!(wilson(n, n, Z95).1, 1.0, "n = {n}");
+        }
     }
 }

@@ -14,6 +14,8 @@
 //!   its own row, [`NO_COUNTRY`], never guessed;
 //! - intervals are 95 % Wilson intervals ([`crate::metrics::interval`]) on each region's own n.
 
+pub mod outline;
+
 use crate::metrics::interval::{self, Z95};
 use crate::metrics::{Convention, Scored};
 use crate::record::{LatLon, PredictionRecord};
@@ -72,6 +74,8 @@ pub struct Country {
     pub code: &'static str,
     pub name: &'static str,
     pub continent: Continent,
+    /// ISO 3166-1 numeric code (`-` when it has none, as Kosovo).
+    pub numeric: &'static str,
 }
 
 const COUNTRIES_TSV: &str = include_str!("countries.tsv");
@@ -84,12 +88,23 @@ fn countries() -> &'static HashMap<&'static str, Country> {
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
             .map(|l| {
                 let mut f = l.split('\t');
-                let (code, name, cont) = (f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or(""));
+                let (code, name, cont, numeric) = (f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or(""), f.next().unwrap_or("-"));
                 let continent = Continent::from_code(cont).unwrap_or_else(|| panic!("countries.tsv: bad continent in `{l}`"));
-                (code, Country { code, name, continent })
+                (code, Country { code, name, continent, numeric })
             })
             .collect()
     })
+}
+
+/// The `countries.tsv` row of an alpha-2 code.
+pub fn country_by_code(code: &str) -> Option<Country> {
+    countries().get(code).copied()
+}
+
+/// ISO 3166-1 numeric code -> alpha-2 code, for the countries that have one.
+fn numeric_codes() -> &'static HashMap<&'static str, &'static str> {
+    static N: OnceLock<HashMap<&'static str, &'static str>> = OnceLock::new();
+    N.get_or_init(|| countries().values().filter(|c| c.numeric != "-").map(|c| (c.numeric, c.code)).collect())
 }
 
 fn boundaries() -> &'static country_boundaries::CountryBoundaries {

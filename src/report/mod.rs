@@ -157,8 +157,8 @@ pub fn write_report_with(out: &Path, input: &ReportInput, extras: &ReportExtras)
         }
         for (a, r) in regions.iter().zip(input.results) {
             let name = format!("countries_{}_{}", slug(&a.dataset), slug(&a.method));
-            figures.push(emit(&out.join("plots"), &name, &plot::world_map(&region::country_map(a, &r.records, MAP_MAX_POINTS)), &mut files, &format!(
-                "Accuracy of {} at {} km by country of the ground truth on {} (equirectangular, 30° graticule; one point per query, coloured by its country's accuracy; countries with fewer than {} images grey).",
+            figures.push(emit(&out.join("plots"), &name, &plot::world_map(&region::country_map(a, &r.records)), &mut files, &format!(
+                "Accuracy of {} at {} km by country of the ground truth on {} (choropleth on Natural Earth 1:110m outlines, equirectangular; countries with fewer than {} scored images grey, countries without images plain; ranked countries too small to outline at this scale are dots at their images' mean location; images in no country are not drawn).",
                 a.method, a.rank_threshold_km, a.dataset, crate::region::MIN_RANKED_N
             ))?);
         }
@@ -232,7 +232,7 @@ fn plots(
                 let (m, note) = map_chart(&input.results[i], &scored[i].0, &scored[i].1);
                 let name = format!("map_{}_{}", slug(ds), slug(&input.results[i].method));
                 figures.push(emit(&plots_dir, &name, &plot::world_map(&m), files, &format!(
-                    "Query locations of {} on {ds} coloured by error band (equirectangular, 30° graticule).{note}",
+                    "Query locations of {} on {ds} coloured by error band (equirectangular, 30° graticule, Natural Earth 1:110m coastlines and borders).{note}",
                     input.results[i].method
                 ))?);
             }
@@ -417,6 +417,8 @@ fn map_chart(r: &MethodResult, conv: &Convention, scored: &[Scored]) -> (plot::M
         points,
         bands,
         none_label: None,
+        country_bands: std::collections::HashMap::new(),
+        grey_label: None,
     };
     (m, note)
 }

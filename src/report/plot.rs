@@ -179,10 +179,13 @@ fn title<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, t: &str, sub: Option
 }
 
 /// A legend entry: label, colour, how the sample is drawn.
+#[derive(Clone, Copy)]
 enum Swatch {
     Line(Stroke, bool),
     Dot,
     Cross,
+    /// A filled square (a choropleth's fill).
+    Square,
 }
 
 fn legend<DB: DrawingBackend>(
@@ -231,6 +234,11 @@ fn legend<DB: DrawingBackend>(
             }
             Swatch::Cross => {
                 root.draw(&Cross::new(((x0 + x1) / 2, cy), 5, color.stroke_width(2))).map_err(err)?;
+            }
+            Swatch::Square => {
+                let (cx, r) = ((x0 + x1) / 2, 7);
+                root.draw(&Rectangle::new([(cx - r, cy - r), (cx + r, cy + r)], color.filled())).map_err(err)?;
+                root.draw(&Rectangle::new([(cx - r, cy - r), (cx + r, cy + r)], COAST.stroke_width(1))).map_err(err)?;
             }
         }
         root.draw(&Text::new(label.clone(), (x1 + 8, cy), style.clone())).map_err(err)?;
@@ -413,6 +421,11 @@ pub struct MapChart {
     pub bands: Vec<String>,
     /// Legend label of the `None` points, before their count (`failed` when unset).
     pub none_label: Option<String>,
+    /// A choropleth's country fills: alpha-2 code -> band index, `None` = too few images (grey).
+    /// Countries not in the map keep the plain land colour. Empty for a point map.
+    pub country_bands: std::collections::HashMap<String, Option<usize>>,
+    /// Legend label of the countries with `None` in [`MapChart::country_bands`].
+    pub grey_label: Option<String>,
 }
 
 /// Colours of error bands, closest (green) to farthest (dark red), then grey for failures.
@@ -432,6 +445,11 @@ pub fn band_color(i: usize, n: usize) -> RGBColor {
 }
 
 const FAILED_GREY: RGBColor = RGBColor(110, 110, 110);
+const SEA: RGBColor = RGBColor(236, 243, 250);
+const LAND: RGBColor = RGBColor(250, 249, 244);
+const GREY_COUNTRY: RGBColor = RGBColor(196, 196, 196);
+const COAST: RGBColor = RGBColor(120, 132, 148);
+const BORDER: RGBColor = RGBColor(170, 176, 186);
 
 fn draw_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, m: &MapChart) -> Result<(), String> {
     root.fill(&WHITE).map_err(err)?;
@@ -456,8 +474,8 @@ fn draw_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, m: &MapChart) -> 
         .axis_desc_style(("sans-serif", 15))
         .draw()
         .map_err(err)?;
-    chart.plotting_area().fill(&RGBColor(246, 249, 252)).map_err(err)?;
-    // Graticule every 30 degrees (no coastlines: a projection of query points only).
+    chart.plotting_area().fill(&SEA).map_err(err)?;
+    // Graticule every 30 degrees, under the land.
     let grid = RGBColor(205, 212, 222);
     for lon in (-180..=180).step_by(30) {
         let l = lon as f64;
@@ -468,7 +486,25 @@ fn draw_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, m: &MapChart) -> 
         let style = if lat == 0 { RGBColor(150, 160, 175).stroke_width(1) } else { grid.stroke_width(1) };
         chart.draw_series(std::iter::once(PathElement::new(vec![(-180.0, l), (180.0, l)], style))).map_err(err)?;
     }
+    // Land, coastlines and borders: Natural Earth 1:110m (crate::region::outline).
+    let world = crate::region::outline::world();
     let nb = m.bands.len();
+    for &i in &world.fill_order {
+        let c = &world.countries[i];
+        let fill = match m.country_bands.get(c.code) {
+            Some(Some(b)) => band_color(*b, nb),
+            Some(None) => GREY_COUNTRY,
+            None => LAND,
+        };
+        chart.draw_series(c.fill_rings.iter().map(|r| Polygon::new(r.clone(), fill.filled()))).map_err(err)?;
+    }
+    for (kind, line) in &world.lines {
+        let style = match kind {
+            crate::region::outline::LineKind::Coast => COAST.stroke_width(1),
+            crate::region::outline::LineKind::Border => BORDER.stroke_width(1),
+        };
+        chart.draw_series(std::iter::once(PathElement::new(line.clone(), style))).map_err(err)?;
+    }
     // Far errors first so that close hits stay visible on top.
     for band in (0..=nb).rev() {
         let want = if band == nb { None } else { Some(band) };
@@ -484,10 +520,19 @@ fn draw_map<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, m: &MapChart) -> 
                 .map_err(err)?;
         }
     }
+    let choropleth = !m.country_bands.is_empty();
+    let swatch = if choropleth { Swatch::Square } else { Swatch::Dot };
     let mut entries: Vec<(String, RGBColor, Swatch)> =
-        m.bands.iter().enumerate().map(|(i, l)| (l.clone(), band_color(i, nb), Swatch::Dot)).collect();
+        m.bands.iter().enumerate().map(|(i, l)| (l.clone(), band_color(i, nb), swatch)).collect();
+    if choropleth {
+        let grey = m.country_bands.values().filter(|b| b.is_none()).count();
+        entries.push((format!("{} ({grey})", m.grey_label.as_deref().unwrap_or("too few images")), GREY_COUNTRY, Swatch::Square));
+        entries.push(("no images".into(), LAND, Swatch::Square));
+    }
     let failed = m.points.iter().filter(|p| p.2.is_none()).count();
-    entries.push((format!("{} ({failed})", m.none_label.as_deref().unwrap_or("failed")), FAILED_GREY, Swatch::Cross));
+    if !choropleth || failed > 0 {
+        entries.push((format!("{} ({failed})", m.none_label.as_deref().unwrap_or("failed")), FAILED_GREY, Swatch::Cross));
+    }
     let (xr, yr) = chart.plotting_area().get_pixel_range();
     legend(root, (xr.end + 14, yr.start), &entries)?;
     Ok(())

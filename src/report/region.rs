@@ -154,37 +154,49 @@ pub fn html(analyses: &[RegionAnalysis]) -> String {
 /// Accuracy bands of the country map, best first.
 const MAP_BANDS: [(f64, &str); 5] = [(80.0, "80-100 %"), (60.0, "60-80 %"), (40.0, "40-60 %"), (20.0, "20-40 %"), (0.0, "0-20 %")];
 
-/// A choropleth-style map: every query at its ground truth, coloured by its country's accuracy
-/// at the ranking threshold; grey when the country has fewer than [`MIN_RANKED_N`] images.
-pub fn country_map(a: &RegionAnalysis, records: &[PredictionRecord], max_points: usize) -> plot::MapChart {
+/// The country choropleth: every country with images filled by its accuracy at the ranking
+/// threshold, grey when it has fewer than [`MIN_RANKED_N`] scored images. Countries too small for
+/// the 1:110m outlines (Singapore, Malta, ...) that are ranked get a dot at the mean of their
+/// images' ground truths instead.
+pub fn country_map(a: &RegionAnalysis, records: &[PredictionRecord]) -> plot::MapChart {
     let i = a.thresholds_km.iter().position(|&t| t == a.rank_threshold_km);
-    let band: std::collections::HashMap<&str, Option<usize>> = a
-        .countries
-        .iter()
-        .map(|r| {
-            let b = i.filter(|_| r.code != NO_COUNTRY && r.n_scored >= MIN_RANKED_N).map(|i| MAP_BANDS.iter().position(|(lo, _)| r.acc_pct[i] >= *lo).unwrap_or(MAP_BANDS.len() - 1));
-            (r.code.as_str(), b)
-        })
-        .collect();
+    let outlined = crate::region::outline::outlined_codes();
+    let mut country_bands = std::collections::HashMap::new();
     let mut counts = [0usize; MAP_BANDS.len()];
-    for r in &a.countries {
-        if let Some(Some(b)) = band.get(r.code.as_str()) {
-            counts[*b] += 1;
+    let mut dots: Vec<(&str, Option<usize>)> = Vec::new();
+    for r in a.countries.iter().filter(|r| r.code != NO_COUNTRY) {
+        let b = i.filter(|_| r.n_scored >= MIN_RANKED_N).map(|i| MAP_BANDS.iter().position(|(lo, _)| r.acc_pct[i] >= *lo).unwrap_or(MAP_BANDS.len() - 1));
+        if let Some(b) = b {
+            counts[b] += 1;
+        }
+        if outlined.contains_key(r.code.as_str()) {
+            country_bands.insert(r.code.clone(), b);
+        } else if b.is_some() {
+            dots.push((r.code.as_str(), b));
         }
     }
-    let stride = records.len().div_ceil(max_points).max(1);
-    let points = records
-        .iter()
-        .step_by(stride)
-        .map(|r| (r.truth.lat, r.truth.lon, band.get(crate::region::country_code(r.truth)).copied().flatten()))
-        .collect();
+    let mut sums: std::collections::HashMap<&str, (f64, f64, usize)> = dots.iter().map(|(c, _)| (*c, (0.0, 0.0, 0))).collect();
+    for r in records {
+        if let Some(s) = sums.get_mut(crate::region::country_code(r.truth)) {
+            *s = (s.0 + r.truth.lat, s.1 + r.truth.lon, s.2 + 1);
+        }
+    }
+    let points = dots.iter().filter_map(|(c, b)| sums.get(c).filter(|s| s.2 > 0).map(|s| (s.0 / s.2 as f64, s.1 / s.2 as f64, *b))).collect::<Vec<_>>();
+    let no_country = a.countries.iter().find(|r| r.code == NO_COUNTRY).map_or(0, |r| r.n_expected);
     plot::MapChart {
         title: format!("Accuracy at {} km by country of the ground truth: {} on {}", a.rank_threshold_km, a.method, a.dataset),
-        subtitle: Some(format!("{} images; a point per query, coloured by its country's accuracy", records.len())),
+        subtitle: Some(format!(
+            "{} images; {} of them in no country; {} ranked countries too small to outline shown as dots",
+            records.len(),
+            no_country,
+            points.len()
+        )),
         points,
         bands: MAP_BANDS.iter().zip(counts).map(|((_, l), c)| format!("{l} ({c} {})", if c == 1 { "country" } else { "countries" })).collect(),
+        none_label: None,
+        country_bands,
         // Short: the legend box has a fixed width; the caption says what it means.
-        none_label: Some(format!("country n < {MIN_RANKED_N}")),
+        grey_label: Some(format!("n < {MIN_RANKED_N}")),
     }
 }
 
@@ -210,10 +222,33 @@ mod tests {
         let h = html(std::slice::from_ref(&a));
         assert!(h.contains("France (FR)") && h.contains("Predictions in the right country: <b>83.3 %</b> (10 of 12)"), "{h}");
         assert!(!h.contains("Japan (JP)"), "Japan has 2 images: not ranked");
-        let m = country_map(&a, &recs, 100);
-        assert_eq!(m.points.iter().filter(|p| p.2 == Some(0)).count(), 10);
-        assert_eq!(m.points.iter().filter(|p| p.2.is_none()).count(), 2);
+        let m = country_map(&a, &recs);
+        assert_eq!(m.country_bands.get("FR"), Some(&Some(0)), "France: 10 images, all hits");
+        assert_eq!(m.country_bands.get("JP"), Some(&None), "Japan: too few images, grey");
+        assert_eq!(m.country_bands.len(), 2);
+        assert!(m.points.is_empty(), "both countries have outlines");
         assert_eq!(m.bands[0], "80-100 % (1 country)");
         assert_eq!(m.bands[4], "0-20 % (0 countries)");
+        // Drawn: France in the top band's colour, Japan grey, the rest plain land.
+        let svg = crate::report::plot::world_map(&m).expect("draws").svg;
+        let fill = |c: plotters::style::RGBColor| format!("fill=\"#{:02X}{:02X}{:02X}\"", c.0, c.1, c.2);
+        let top = fill(crate::report::plot::band_color(0, m.bands.len()));
+        assert_eq!(svg.matches(&top).count(), crate::region::outline::world().countries.iter().find(|c| c.code == "FR").unwrap().fill_rings.len() + 1, "France's polygons and the legend swatch");
+
+    }
+
+    /// A ranked country too small for the outlines (Singapore) is a dot at its images' mean.
+    #[test]
+    fn small_countries_become_dots() {
+        let sg = LatLon { lat: 1.35, lon: 103.82 };
+        let recs: Vec<PredictionRecord> = (0..10).map(|i| PredictionRecord::ok(format!("{i}"), sg, sg)).collect();
+        let conv = Convention::default();
+        let a = crate::region::analyse("m", "d", &recs, &score_records(&recs, &conv), &conv);
+        assert_eq!(crate::region::country_code(sg), "SG");
+        assert!(!crate::region::outline::outlined_codes().contains_key("SG"));
+        let m = country_map(&a, &recs);
+        assert!(m.country_bands.is_empty());
+        assert_eq!(m.points.len(), 1);
+        assert!((m.points[0].0 - 1.35).abs() < 1e-9 && m.points[0].2 == Some(0));
     }
 }
