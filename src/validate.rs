@@ -4,7 +4,9 @@
 //! What is checked: prepared dataset directories (`kind: shards`, their `manifest.json`), model
 //! snapshot directories of every encoder anywhere in the config (the run's encoder and those of
 //! selectors such as `geo_verify`: `config.json`; GeoCLIP's `weights` folder), other files the
-//! config names (`retrieval.exclude`, prompt files, `location_weights`), and the API-key
+//! config names (`retrieval.exclude`, prompt files, `location_weights`), the alignment model
+//! directories of `aligned` encoders, `gallery` methods and `geo_verify` selectors
+//! (`model.json`, [`crate::align::model_refs`]), and the API-key
 //! variable of the generator. Endpoints are not contacted (no network from `validate`): the
 //! report says which ones the run will need.
 
@@ -121,6 +123,14 @@ pub fn validate(cfg: &Config) -> Validation {
     let mut out = Validation::default();
     let v = serde_json::to_value(cfg).unwrap_or(Value::Null);
     walk("", &v, &mut out);
+    for (key, dir) in crate::align::model_refs(&v) {
+        let fix = if cfg.align.is_some() {
+            format!("georag align train CONFIG --out {} (CONFIG = this file; its `align:` section says what to train)", dir.display())
+        } else {
+            format!("georag align train ALIGN_CONFIG --out {} (ALIGN_CONFIG: a config with an `align:` section and this database and encoder)", dir.display())
+        };
+        check(&mut out, &key, &dir, &dir.join("model.json"), "a trained alignment model (`georag align train` output: model.json and its weights)", fix);
+    }
     if let Some(g) = v.get("generator").filter(|g| !g.is_null()) {
         if let Some(var) = g.get("api_key_env").and_then(Value::as_str)
             && std::env::var_os(var).is_none_or(|x| x.is_empty())

@@ -291,6 +291,20 @@ fn validate_lists_every_missing_piece_of_a_paper_config() {
     let out = text(&o);
     assert!(out.contains("sends MLLM requests to http://replica1:8000/v1, http://127.0.0.1:8000"), "{out}");
     assert!(std::fs::read_dir(&tmp).unwrap().next().is_none(), "validate wrote something");
+    // An alignment model the config names (here the demo's geo_verify heads) is checked for its
+    // model.json, with the training command as the fix.
+    let o = Command::new(env!("CARGO_BIN_EXE_georag")).current_dir(&tmp).args(["validate", root.join("configs/demo.yaml").to_str().unwrap()]).output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let at = out.find("MISSING methods.5.selector.aligned: results/demo-align: a trained alignment model").unwrap_or_else(|| panic!("{out}"));
+    assert!(out[at..].lines().nth(1).unwrap_or("").contains("georag align train CONFIG --out results/demo-align"), "{out}");
+    std::fs::create_dir_all(tmp.join("results/demo-align")).unwrap();
+    std::fs::write(tmp.join("results/demo-align/model.json"), "{}").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_georag")).current_dir(&tmp).args(["validate", root.join("configs/demo.yaml").to_str().unwrap()]).output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("0 missing, 1 present; ready to run"), "{out}");
+    std::fs::remove_dir_all(tmp.join("results")).unwrap();
     // Every paper config parses and validates its structure (the configs themselves are sound).
     for f in std::fs::read_dir(root.join("configs/paper")).unwrap() {
         let f = f.unwrap().path();

@@ -30,6 +30,35 @@ pub use layers::{LocationSpec, Projection, TransformerSpec};
 pub use model::AlignModel;
 pub use train::{TrainData, TrainOptions, TrainReport};
 
+/// Every alignment model directory a (resolved, as JSON) config names, with the key that names
+/// it (`methods.1.selector.aligned`), in config order: an `aligned` encoder's or a `gallery`
+/// method's `model`, a `geo_verify` selector's `aligned`, at any depth. `georag validate` checks
+/// each; the run report draws their training curves.
+pub fn model_refs(config: &serde_json::Value) -> Vec<(String, std::path::PathBuf)> {
+    use serde_json::Value;
+    fn walk(key: &str, v: &Value, out: &mut Vec<(String, std::path::PathBuf)>) {
+        let child = |k: &str| if key.is_empty() { k.to_string() } else { format!("{key}.{k}") };
+        match v {
+            Value::Object(m) => {
+                let field = match m.get("kind").and_then(Value::as_str) {
+                    Some("aligned" | "gallery") => Some("model"),
+                    Some("geo_verify") => Some("aligned"),
+                    _ => None,
+                };
+                if let Some((f, d)) = field.and_then(|f| m.get(f).and_then(Value::as_str).map(|d| (f, d))) {
+                    out.push((child(f), d.into()));
+                }
+                m.iter().for_each(|(k, x)| walk(&child(k), x, out));
+            }
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| walk(&child(&i.to_string()), x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", config, &mut out);
+    out
+}
+
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

@@ -7,31 +7,14 @@ use crate::align::train::{Curve, read_card};
 use std::path::PathBuf;
 
 /// Every alignment model directory a (resolved) config names, in config order, without
-/// repeats: an `aligned` encoder's or a `gallery` method's `model`, a `geo_verify` selector's
-/// `aligned`, at any depth.
+/// repeats ([`crate::align::model_refs`]).
 pub fn model_dirs(config: &serde_json::Value) -> Vec<PathBuf> {
-    fn walk(v: &serde_json::Value, out: &mut Vec<PathBuf>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                let key = match m.get("kind").and_then(|k| k.as_str()) {
-                    Some("aligned") | Some("gallery") => Some("model"),
-                    Some("geo_verify") => Some("aligned"),
-                    _ => None,
-                };
-                if let Some(d) = key.and_then(|k| m.get(k)).and_then(|d| d.as_str()) {
-                    let d = PathBuf::from(d);
-                    if !out.contains(&d) {
-                        out.push(d);
-                    }
-                }
-                m.values().for_each(|x| walk(x, out));
-            }
-            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
-            _ => {}
+    let mut out: Vec<PathBuf> = Vec::new();
+    for (_, d) in crate::align::model_refs(config) {
+        if !out.contains(&d) {
+            out.push(d);
         }
     }
-    let mut out = Vec::new();
-    walk(config, &mut out);
     out
 }
 
