@@ -7,7 +7,7 @@ BIN := $(CARGO_TARGET_DIR)/release/georag
 # summary by reason after `cargo test` (whose harness hides a passing test's SKIP line).
 SKIP_LOG := $(CARGO_TARGET_DIR)/skips.log
 
-.PHONY: deps build demo test test-servers check bench-eval bench-generate bench-index clean-results
+.PHONY: deps build demo test test-servers check bench bench-deps bench-eval bench-generate bench-index bench-prepare bench-embed clean-results
 
 deps:
 	@scripts/install-deps.sh
@@ -47,18 +47,41 @@ check: build
 	$(BIN) check results/demo-replay/metrics.json --baseline results/demo/metrics.json --exact
 
 ## georag eval vs a geopy scorer on 1,000,000 predictions (see benches/README.md).
-bench-eval: build
+bench-eval: build bench-deps
 	benches/eval_vs_geopy.sh
+	python3 benches/summary.py render
 
 ## Client throughput against the simulator (200 ms latency, 64 slots; see benches/README.md).
-bench-generate: build
+bench-generate: build bench-deps
 	benches/generate_throughput.sh
+	python3 benches/summary.py render
 
 ## georag's FAISS build/search vs Python faiss-cpu, same vectors and recipe, then every recipe's
 ## size at MP-16 / OSV-5M scale from measured file sizes, then the peak memory of each step of a
 ## sharded build at 1 M vectors (benches/README.md).
-bench-index: build
+bench-index: build bench-deps
 	benches/index_vs_faiss.sh
+	python3 benches/summary.py render
+
+bench-deps:
+	@scripts/install-deps.sh --bench
+
+## Ingest on the real sample photos: the decode limit, `georag prepare` and a PIL + pyarrow
+## script in one run (benches/README.md).
+bench-prepare: build bench-deps
+	benches/decode_limit.sh
+	python3 benches/summary.py render
+
+## `georag embed` vs transformers on the same random-weight CLIP ViT-B/16 and real photos.
+bench-embed: build bench-deps
+	benches/encoders_vs_transformers.sh
+	python3 benches/summary.py render
+
+## Every stage benchmark, then the summary table at the top of benches/README.md from the
+## figures each one records in benches/results.json (benches/summary.py). About 30 minutes on
+## 2 cores; each stage's section below it has the full figures.
+# (prerequisites run in this order; each rewrites the table when it ends)
+bench: bench-prepare bench-embed bench-generate bench-eval bench-index
 
 clean-results:
 	rm -rf results/demo results/demo-replay results/demo-align results/cache

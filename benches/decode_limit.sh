@@ -52,3 +52,10 @@ printf "decode limit (libjpeg-turbo):        %.0f images/s\n" "$limit"
 printf "georag prepare (full decode check):  %.2f s, %.0f images/s = %.0f %% of the limit\n" "$g" "$gr" "$(echo "100 * $gr / $limit" | bc -l)"
 printf "python reference (PIL + pyarrow):    %.2f s, %.0f images/s = %.0f %% of the limit\n" "$p" "$pr" "$(echo "100 * $pr / $limit" | bc -l)"
 printf "georag / python: %.2fx\n" "$(echo "$p / $g" | bc -l)"
+photos=$(find "$DIR" -maxdepth 1 -type f \( -name '*.jpg' -o -name '*.jpeg' -o -name '*.JPG' \) | wc -l)
+python3 "$ROOT/benches/summary.py" record --stage prepare --what "georag prepare (full decode check) vs a PIL + pyarrow script, real photos" \
+  --size "$n files ($COPIES copies of $photos photos)" --unit "images/s" --georag "$gr" --reference "$pr" \
+  --reference-name "PIL + pyarrow" --higher-is-better --command "benches/decode_limit.sh"
+python3 "$ROOT/benches/summary.py" record --stage decode-limit --what "georag prepare's share of the decode limit (cores / single-core libjpeg-turbo decode time)" \
+  --size "$n files ($COPIES copies of $photos photos)" --unit "images/s" --georag "$gr" --reference "$limit" \
+  --reference-name "decode limit" --higher-is-better --command "benches/decode_limit.sh"

@@ -56,3 +56,6 @@ import sys
 n, s, rss = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 print(f"{n} requests in {s:.1f} s = {n/s:.1f} requests/s = {100*n/s/320:.1f} % of the 320/s the simulator allows; peak RSS {rss/1024:.0f} MB")
 PY
+python3 benches/summary.py record --stage generate --what "georag generate (whole process) against the SIMULATED server's limit (64 slots x 200 ms)" \
+  --size "$N requests" --unit "requests/s" --georag "$(echo "$N / $secs" | bc -l)" --reference 320 \
+  --reference-name "physical limit" --higher-is-better --command "benches/generate_throughput.sh"

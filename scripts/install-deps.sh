@@ -7,6 +7,7 @@
 #   fonts-dejavu-core            - a TTF for text in PNG plots (SVG plots need no font)
 #   python3, python3-pip         - for the reference scripts (benches/, the geoclip wheel fetch)
 #   python3-venv                 - cache virtualenvs (faiss-cpu for the FAISS interop test, ...)
+#   with --bench also: bc, time  - arithmetic and peak RSS in the benches/ scripts (`make bench`)
 # Needs root or sudo only when something is missing.
 set -euo pipefail
 need=()
@@ -18,6 +19,10 @@ dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 python3 -c "import ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
+if [ "${1:-}" = "--bench" ]; then
+  command -v bc >/dev/null 2>&1 || need+=(bc)
+  [ -x /usr/bin/time ] || need+=(time)
+fi
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
