@@ -13,7 +13,7 @@ if [ ! -x "$V/bin/python" ] || ! "$V/bin/python" -c "import PIL, transformers, n
   "$V/bin/pip" install --quiet "${PINS[@]}" >&2
 fi
 if ! "$V/bin/python" -c "import torch" 2>/dev/null; then
-  site="${TORCH_SITE:-$(ls -d "$HOME"/.cache/georag-vllm/venv/lib/python3*/site-packages 2>/dev/null | head -1)}"
+  site="${TORCH_SITE:-$(ls -d "$HOME"/.cache/georag-vllm/venv/lib/python3*/site-packages 2>/dev/null | head -1 || true)}"
   if [ -n "$site" ] && [ -d "$site/torch" ]; then
     # appended to sys.path after the venv's own packages, so the pins above still win
     echo "$site" > "$("$V/bin/python" -c 'import site; print(site.getsitepackages()[0])')/zz_torch.pth"
