@@ -32,11 +32,14 @@ size = f"{g['n']:,} x {g['d']}, {g['factory']}, train {g['train']}"
 rec = [sys.executable, "benches/summary.py", "record", "--command", "benches/index_vs_faiss.sh", "--reference-name", f"Python faiss {p['faiss']}"]
 subprocess.run(rec + ["--stage", "index-build", "--what", "index build (train + add + write), same recipe and vectors", "--size", size,
                       "--unit", "s", "--georag", str(g["build_s"]), "--reference", str(p["build_s"]), "--lower-is-better"], check=True)
-hit = [(a, b) for a, b in zip(g["points"], p["points"]) if a["recall_at_10"] >= 0.95]
-if hit:
-    a, b = hit[0]
-    subprocess.run(rec + ["--stage", "index-search", "--what", f"batch search q/s at georag's first nprobe with recall@10 >= 0.95 (nprobe {a['nprobe']}: {a['recall_at_10']:.3f} / {b['recall_at_10']:.3f})",
-                          "--size", size + ", 1000 queries", "--unit", "q/s", "--georag", str(a["qps"]), "--reference", str(b["qps"]), "--higher-is-better"], check=True)
+pairs = list(zip(g["points"], p["points"]))
+hit = [(a, b) for a, b in pairs if a["recall_at_10"] >= 0.95]
+# At the first nprobe where georag reaches recall@10 >= 0.95; a recipe that never does (PQ
+# without refinement) is compared at its largest nprobe, and the row says so.
+a, b = hit[0] if hit else max(pairs, key=lambda ab: (ab[0]["recall_at_10"], ab[0]["nprobe"]))
+where = "georag's first nprobe with recall@10 >= 0.95" if hit else "the largest nprobe (recall@10 never reaches 0.95 with this recipe)"
+subprocess.run(rec + ["--stage", "index-search", "--what", f"batch search q/s at {where} (nprobe {a['nprobe']}: recall@10 {a['recall_at_10']:.3f} / {b['recall_at_10']:.3f})",
+                      "--size", size + ", 1000 queries", "--unit", "q/s", "--georag", str(a["qps"]), "--reference", str(b["qps"]), "--higher-is-better"], check=True)
 for name, n in (("MP-16 (4.72 M)", 4.72e6), ("OSV-5M (5.1 M)", 5.1e6)):
     print(f"projected {name}: {n * g['bytes_per_vector'] / 1e9:.2f} GB at {g['bytes_per_vector']:.1f} bytes/vector (this recipe, {g['d']}-d)")
 PYEOF

@@ -6,7 +6,8 @@
 //! selectors such as `geo_verify`: `config.json`; GeoCLIP's `weights` folder), other files the
 //! config names (`retrieval.exclude`, prompt files, `location_weights`), the alignment model
 //! directories of `aligned` encoders, `gallery` methods and `geo_verify` selectors
-//! (`model.json`, [`crate::align::model_refs`]), and the API-key
+//! (`model.json`, [`crate::align::model_refs`]), a `gallery` method's GeoCLIP `location` tower
+//! and its coordinates file, and the API-key
 //! variable of the generator. Endpoints are not contacted (no network from `validate`): the
 //! report says which ones the run will need.
 
@@ -56,6 +57,12 @@ fn dataset_fix(dir: &Path) -> String {
     format!("georag prepare {def} --metadata METADATA.csv --images IMAGES --out {} (see `georag datasets list`)", dir.display())
 }
 
+/// Where the loader would find the geoclip package's weight `file` under `dir`, or a path that
+/// does not exist.
+fn geoclip_file(dir: &Path, file: &str) -> PathBuf {
+    crate::embed::geoclip::find_file(dir, "weights", file).unwrap_or_else(|_| dir.join(file))
+}
+
 fn walk(key: &str, v: &Value, out: &mut Validation) {
     let child = |k: &str| if key.is_empty() { k.to_string() } else { format!("{key}.{k}") };
     match v {
@@ -77,14 +84,26 @@ fn walk(key: &str, v: &Value, out: &mut Validation) {
             if kind == Some("geoclip")
                 && let Some(w) = m.get("weights").and_then(Value::as_str).map(PathBuf::from)
             {
+                // Any layout the loader accepts (the weights folder, geoclip/model, the wheel).
+                let probe = geoclip_file(&w, crate::embed::geoclip::IMAGE_MLP_WEIGHTS);
                 check(
                     out,
                     &child("weights"),
                     &w,
-                    &w.join("image_encoder_mlp_weights.pth"),
+                    &probe,
                     "the geoclip package's weights folder",
                     format!("scripts/fetch-geoclip.sh (unpacks the geoclip wheel into ~/.cache/georag/geoclip), then point `{}` at ~/.cache/georag/geoclip/geoclip/model/weights", child("weights")),
                 );
+            }
+            if kind == Some("gallery") {
+                if let Some(l) = m.get("location").and_then(Value::as_str).map(PathBuf::from) {
+                    let probe = geoclip_file(&l, crate::embed::geoclip::LOCATION_WEIGHTS);
+                    check(out, &child("location"), &l, &probe, "GeoCLIP's location encoder (the geoclip package's weights)", "scripts/fetch-geoclip.sh (unpacks the geoclip wheel into ~/.cache/georag/geoclip), then point it at ~/.cache/georag/geoclip/geoclip/model".into());
+                }
+                if let Some(g) = m.get("gallery").and_then(Value::as_str).map(PathBuf::from) {
+                    let probe = crate::align::gallery::gallery_file(&g).unwrap_or_else(|_| g.join("gps_gallery").join(crate::embed::geoclip::GALLERY));
+                    check(out, &child("gallery"), &g, &probe, "the GPS gallery (a lat/lon CSV, or the geoclip package's folder with gps_gallery/coordinates_100K.csv)", "scripts/fetch-geoclip.sh (GeoCLIP's 100K gallery is in the wheel), or write a CSV with LAT,LON columns".into());
+                }
             }
             for (k, x) in m {
                 match (k.as_str(), x) {

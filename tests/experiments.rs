@@ -305,6 +305,13 @@ fn validate_lists_every_missing_piece_of_a_paper_config() {
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("0 missing, 1 present; ready to run"), "{out}");
     std::fs::remove_dir_all(tmp.join("results")).unwrap();
+    // GeoCLIP's config: its location tower and gallery are checked, with the wheel as the fix.
+    let o = Command::new(env!("CARGO_BIN_EXE_georag")).current_dir(&tmp).args(["validate", root.join("configs/paper/geoclip_im2gps3k.yaml").to_str().unwrap()]).output().unwrap();
+    let out = text(&o);
+    for key in ["methods.0.location", "methods.0.gallery", "encoder.weights"] {
+        let at = out.find(&format!("MISSING {key}:")).unwrap_or_else(|| panic!("{key} not listed: {out}"));
+        assert!(out[at..].lines().nth(1).unwrap_or("").contains("scripts/fetch-geoclip.sh"), "{key}: {out}");
+    }
     // Every paper config parses and validates its structure (the configs themselves are sound).
     for f in std::fs::read_dir(root.join("configs/paper")).unwrap() {
         let f = f.unwrap().path();

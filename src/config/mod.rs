@@ -85,7 +85,8 @@ impl Config {
         })
     }
 
-    /// Method names must be unique: they key rows and files.
+    /// Method names must be unique: they key rows and files; a `gallery` names one tower, and
+    /// GeoCLIP's needs the GeoCLIP encoder.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for (i, m) in self.methods.iter().enumerate() {
@@ -95,6 +96,23 @@ impl Config {
                     key: format!("methods[{i}]"),
                     message: format!("duplicate method name `{}`; give each method a distinct `name`", m.name()),
                 });
+            }
+        }
+        for (i, m) in self.methods.iter().enumerate() {
+            if let crate::select::MethodSpec::Gallery { model, location, .. } = m {
+                let bad = |message: String| Err(ConfigError::Invalid { file: "config".into(), key: format!("methods[{i}]"), message });
+                match (model, location) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return bad("a `gallery` method takes either `model` (a `georag align train` output) or `location` (GeoCLIP's weights), exactly one".into());
+                    }
+                    (None, Some(_)) if self.encoder.kind() != "geoclip" => {
+                        return bad(format!(
+                            "a `gallery` with GeoCLIP's `location` tower needs GeoCLIP image features: `encoder: {{kind: geoclip, dir: CLIP_VIT_L_14, weights: GEOCLIP_WEIGHTS}}` (the encoder is `{}`)",
+                            self.encoder.kind()
+                        ));
+                    }
+                    _ => {}
+                }
             }
         }
         if self.generator.is_none() && self.mllm_methods().next().is_some() {

@@ -466,8 +466,8 @@ fn run_stages(cfg: &Config, out: &Path, opts: &RunOptions, previous: Option<RunR
     // the models' fingerprints are part of the predictions fingerprint.
     let mut galleries = Vec::new();
     for m in &cfg.methods {
-        if let crate::select::MethodSpec::Gallery { model, gallery, .. } = m {
-            galleries.push((m.name(), crate::align::gallery::GalleryPredictor::load(&cfg.cache_dir, model, gallery)?));
+        if let crate::select::MethodSpec::Gallery { model, location, gallery, .. } = m {
+            galleries.push((m.name(), crate::align::gallery::GalleryPredictor::load(&cfg.cache_dir, model.as_deref(), location.as_deref(), gallery)?));
         }
     }
     let gallery_fps: Vec<&str> = galleries.iter().map(|(_, g)| g.fingerprint.as_str()).collect();

@@ -66,14 +66,20 @@ pub enum MethodSpec {
         #[serde(default = "default_bandwidth")]
         bandwidth_km: f64,
     },
-    /// GeoCLIP-style prediction with a trained alignment model (`georag align train` output
-    /// directory): the gallery coordinate (a CSV with lat/lon columns, e.g. GeoCLIP's
-    /// `coordinates_100K.csv`) whose GPS embedding is most similar to the query's image->GPS
-    /// embedding (the experiment's query embeddings through the model's head). No retrieval.
+    /// GeoCLIP-style prediction: the gallery coordinate (a CSV with lat/lon columns, e.g.
+    /// GeoCLIP's `coordinates_100K.csv`, or the geoclip package's folder for that file) whose GPS
+    /// embedding is most similar to the query's image->GPS embedding. No retrieval. The towers
+    /// are either a trained alignment model (`model`: a `georag align train` directory; the
+    /// experiment's query embeddings through its image->GPS head) or GeoCLIP's own (`location`:
+    /// the geoclip package's weights, with `encoder: {kind: geoclip}` so the query embeddings
+    /// are GeoCLIP image features): exactly one of the two.
     Gallery {
         #[serde(default)]
         name: Option<String>,
-        model: std::path::PathBuf,
+        #[serde(default)]
+        model: Option<std::path::PathBuf>,
+        #[serde(default)]
+        location: Option<std::path::PathBuf>,
         gallery: std::path::PathBuf,
     },
     /// Retrieval-augmented generation with a multimodal LLM: prompt variants x sampling x
@@ -96,7 +102,11 @@ impl MethodSpec {
             MethodSpec::KnnDensity { name, k, bandwidth_km } => {
                 name.clone().unwrap_or_else(|| format!("knn_density(k={k}, bw={bandwidth_km}km)"))
             }
-            MethodSpec::Gallery { name, model, .. } => name.clone().unwrap_or_else(|| format!("gallery({})", model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default())),
+            MethodSpec::Gallery { name, model, location, .. } => name.clone().unwrap_or_else(|| match model {
+                Some(m) => format!("gallery({})", m.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()),
+                None if location.is_some() => "GeoCLIP (gallery)".to_string(),
+                None => "gallery".to_string(),
+            }),
             MethodSpec::Mllm(m) => m.name.clone(),
         }
     }
