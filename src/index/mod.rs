@@ -331,6 +331,50 @@ unsafe extern "C" {
     fn omp_set_num_threads(n: std::os::raw::c_int);
 }
 
+/// OpenBLAS's thread-count functions, looked up at run time: the link goes through the generic
+/// `libblas.so.3`, so they are not link-time symbols, and another BLAS may stand behind it (then
+/// there is nothing to set).
+fn openblas_threads() -> Option<(extern "C" fn() -> std::os::raw::c_int, extern "C" fn(std::os::raw::c_int))> {
+    static F: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
+    let (get, set) = (*F.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT only looks names up in the loaded objects.
+        let get = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"openblas_get_num_threads".as_ptr()) };
+        let set = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"openblas_set_num_threads".as_ptr()) };
+        (!get.is_null() && !set.is_null()).then_some((get as usize, set as usize))
+    }))?;
+    // SAFETY: the addresses are OpenBLAS's `int openblas_get_num_threads(void)` and
+    // `void openblas_set_num_threads(int)`.
+    unsafe { Some((std::mem::transmute::<usize, extern "C" fn() -> std::os::raw::c_int>(get), std::mem::transmute::<usize, extern "C" fn(std::os::raw::c_int)>(set))) }
+}
+
+/// OpenBLAS on one thread while it lives, its previous count restored after. An IVF search runs
+/// the coarse quantizer's matrix product inside FAISS's OpenMP loop over query slices; a
+/// pthreads OpenBLAS (Debian's default) then starts its own threads in every slice and they
+/// fight the OpenMP ones. Measured on 1 M x 768 `IVF1024,PQ64x4fs`, 1000 queries, 2 cores:
+/// 62 k -> 95 k queries/s at nprobe 1, 38 k -> 67 k at nprobe 4 (benches/README.md). Training
+/// and exact (Flat) searches call BLAS outside such loops and keep its threads.
+struct SerialBlas(Option<(std::os::raw::c_int, extern "C" fn(std::os::raw::c_int))>);
+
+impl SerialBlas {
+    fn new() -> SerialBlas {
+        SerialBlas(openblas_threads().and_then(|(get, set)| {
+            let n = get();
+            (n != 1).then(|| {
+                set(1);
+                (n, set)
+            })
+        }))
+    }
+}
+
+impl Drop for SerialBlas {
+    fn drop(&mut self) {
+        if let Some((n, set)) = self.0 {
+            set(n);
+        }
+    }
+}
+
 /// Set the OpenMP thread count FAISS uses for the rest of the process (`index.threads`).
 pub fn set_threads(n: usize) {
     // SAFETY: libgomp is linked (FAISS's OpenMP runtime); the call only sets a global.
@@ -353,7 +397,9 @@ impl VectorIndex for FaissIndex {
         if n == 0 || k == 0 {
             return Ok(vec![Vec::new(); n]);
         }
+        let serial = self.factory.contains("IVF").then(SerialBlas::new);
         let res = self.index.search(queries, k).map_err(faiss_err("search", &self.factory))?;
+        drop(serial);
         Ok((0..n)
             .map(|q| {
                 (0..k)
