@@ -36,7 +36,16 @@ def machine():
                     break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {model}"
+    simd = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((l.split(":", 1)[1].split() for l in f if l.startswith("flags")), [])
+        simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    except OSError:
+        pass
+    # The SIMD level matters: the faiss-cpu wheel dispatches to AVX-512 where the CPU has it,
+    # georag's static FAISS is built for AVX2 (.cargo/config.toml).
+    return f"{os.cpu_count()} cores, {model}" + (f", {simd}" if simd else "")
 
 
 def load():
