@@ -6,6 +6,8 @@ BIN := $(CARGO_TARGET_DIR)/release/georag
 # Tests that skip (no ../shared, no geoclip wheel) append a line here; `make test` prints a
 # summary by reason after `cargo test` (whose harness hides a passing test's SKIP line).
 SKIP_LOG := $(CARGO_TARGET_DIR)/skips.log
+# Every bench target ends by rewriting the summary table of benches/README.md.
+BENCH_SUMMARY := python3 benches/summary.py render
 
 .PHONY: deps build demo test test-servers check bench bench-deps bench-eval bench-generate bench-index bench-prepare bench-embed clean-results
 
@@ -49,19 +51,19 @@ check: build
 ## georag eval vs a geopy scorer on 1,000,000 predictions (see benches/README.md).
 bench-eval: build bench-deps
 	benches/eval_vs_geopy.sh
-	python3 benches/summary.py render
+	$(BENCH_SUMMARY)
 
 ## Client throughput against the simulator (200 ms latency, 64 slots; see benches/README.md).
 bench-generate: build bench-deps
 	benches/generate_throughput.sh
-	python3 benches/summary.py render
+	$(BENCH_SUMMARY)
 
 ## georag's FAISS build/search vs Python faiss-cpu, same vectors and recipe, then every recipe's
 ## size at MP-16 / OSV-5M scale from measured file sizes, then the peak memory of each step of a
 ## sharded build at 1 M vectors (benches/README.md).
 bench-index: build bench-deps
 	benches/index_vs_faiss.sh
-	python3 benches/summary.py render
+	$(BENCH_SUMMARY)
 
 bench-deps:
 	@scripts/install-deps.sh --bench
@@ -70,12 +72,12 @@ bench-deps:
 ## script in one run (benches/README.md).
 bench-prepare: build bench-deps
 	benches/decode_limit.sh
-	python3 benches/summary.py render
+	$(BENCH_SUMMARY)
 
 ## `georag embed` vs transformers on the same random-weight CLIP ViT-B/16 and real photos.
 bench-embed: build bench-deps
 	benches/encoders_vs_transformers.sh
-	python3 benches/summary.py render
+	$(BENCH_SUMMARY)
 
 ## Every stage benchmark, then the summary table at the top of benches/README.md from the
 ## figures each one records in benches/results.json (benches/summary.py). About 30 minutes on

@@ -75,14 +75,10 @@ impl GalleryPredictor {
         if coords.is_empty() {
             return Err(bad("the gallery has no coordinates".into()));
         }
-        let (tower_fp, dim) = match &tower {
-            GalleryTower::Aligned(t) => (t.card.model_fingerprint.clone(), t.model.spec.heads().shared_dim),
-            GalleryTower::Geoclip(l) => (l.fingerprint().to_string(), 512),
-        };
-        // (The aligned form keeps its original fingerprint recipe, so existing caches stay valid.)
-        let fingerprint = match &tower {
-            GalleryTower::Aligned(_) => Fingerprint::new("align-gallery/1").field(&tower_fp).field(sha256_hex(&bytes)).finish(),
-            GalleryTower::Geoclip(_) => Fingerprint::new("geoclip-gallery/1").field(&tower_fp).field(sha256_hex(&bytes)).finish(),
+        // (The trained form keeps its original recipe, so existing caches stay valid.)
+        let (fingerprint, dim) = match &tower {
+            GalleryTower::Aligned(t) => (Fingerprint::new("align-gallery/1").field(&t.card.model_fingerprint).field(sha256_hex(&bytes)).finish(), t.model.spec.heads().shared_dim),
+            GalleryTower::Geoclip(l) => (Fingerprint::new("geoclip-gallery/1").field(l.fingerprint()).field(sha256_hex(&bytes)).finish(), 512),
         };
         let path = cache_dir.join("gallery").join(format!("{fingerprint}.parquet"));
         let vectors = match read_cached(&path, coords.len(), dim) {
