@@ -87,7 +87,8 @@ pub fn expected_tensors(c: &ClipVisionJson) -> Vec<String> {
     v
 }
 
-struct Layer {
+/// One pre-norm encoder layer (HF `CLIPEncoderLayer`), shared by the vision and text towers.
+pub(super) struct Layer {
     ln1: LayerNorm,
     q: Linear,
     k: Linear,
@@ -121,21 +122,7 @@ impl Tower {
         let n_pos = (c.image_size / c.patch_size).pow(2) + 1;
         let positions = emb.pp("position_embedding").get((n_pos, h), "weight")?;
         let ln = |v: VarBuilder| candle_nn::layer_norm(h, c.layer_norm_eps, v);
-        let mut layers = vec![];
-        for i in 0..c.num_hidden_layers {
-            let l = vb.pp(format!("encoder.layers.{i}"));
-            let a = l.pp("self_attn");
-            layers.push(Layer {
-                ln1: ln(l.pp("layer_norm1"))?,
-                q: candle_nn::linear(h, h, a.pp("q_proj"))?,
-                k: candle_nn::linear(h, h, a.pp("k_proj"))?,
-                v: candle_nn::linear(h, h, a.pp("v_proj"))?,
-                out: candle_nn::linear(h, h, a.pp("out_proj"))?,
-                ln2: ln(l.pp("layer_norm2"))?,
-                fc1: candle_nn::linear(h, c.intermediate_size, l.pp("mlp.fc1"))?,
-                fc2: candle_nn::linear(c.intermediate_size, h, l.pp("mlp.fc2"))?,
-            });
-        }
+        let layers = Layer::stack(&vb, c.num_hidden_layers, h, c.intermediate_size, c.layer_norm_eps)?;
         Ok(Tower { patch, class, positions, pre_ln: ln(vb.pp("pre_layrnorm"))?, layers, post_ln: ln(vb.pp("post_layernorm"))?, heads: c.num_attention_heads, act: c.hidden_act })
     }
 
@@ -147,24 +134,58 @@ impl Tower {
         let class = self.class.reshape((1, 1, hdim))?.expand((b, 1, hdim))?;
         let mut x = Tensor::cat(&[class, patches], 1)?.broadcast_add(&self.positions)?;
         x = self.pre_ln.forward(&x)?;
-        let (_, seq, _) = x.dims3()?;
-        let hd = hdim / self.heads;
+        x = Layer::forward_all(&self.layers, x, self.heads, self.act, None)?;
+        self.post_ln.forward(&x.i((.., 0, ..))?.contiguous()?)
+    }
+}
+
+impl Layer {
+    /// `{vb}.encoder.layers.{0..n}`.
+    pub(super) fn stack(vb: &VarBuilder, n: usize, h: usize, inter: usize, eps: f64) -> candle_core::Result<Vec<Layer>> {
+        let ln = |v: VarBuilder| candle_nn::layer_norm(h, eps, v);
+        (0..n)
+            .map(|i| {
+                let l = vb.pp(format!("encoder.layers.{i}"));
+                let a = l.pp("self_attn");
+                Ok(Layer {
+                    ln1: ln(l.pp("layer_norm1"))?,
+                    q: candle_nn::linear(h, h, a.pp("q_proj"))?,
+                    k: candle_nn::linear(h, h, a.pp("k_proj"))?,
+                    v: candle_nn::linear(h, h, a.pp("v_proj"))?,
+                    out: candle_nn::linear(h, h, a.pp("out_proj"))?,
+                    ln2: ln(l.pp("layer_norm2"))?,
+                    fc1: candle_nn::linear(h, inter, l.pp("mlp.fc1"))?,
+                    fc2: candle_nn::linear(inter, h, l.pp("mlp.fc2"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Run `x` `(b, seq, hidden)` through `layers`; `mask` `(seq, seq)` is added to the attention
+    /// logits (the text tower's causal mask; the vision tower has none).
+    pub(super) fn forward_all(layers: &[Layer], mut x: Tensor, heads: usize, act: Act, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let (b, seq, hdim) = x.dims3()?;
+        let hd = hdim / heads;
         let scale = (hd as f64).powf(-0.5);
-        for l in &self.layers {
+        for l in layers {
             let r = x.clone();
             let y = l.ln1.forward(&x)?;
-            let split = |t: Tensor| t.reshape((b, seq, self.heads, hd))?.transpose(1, 2)?.contiguous();
+            let split = |t: Tensor| t.reshape((b, seq, heads, hd))?.transpose(1, 2)?.contiguous();
             let q = split((l.q.forward(&y)? * scale)?)?;
             let k = split(l.k.forward(&y)?)?;
             let v = split(l.v.forward(&y)?)?;
-            let att = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+            let mut logits = q.matmul(&k.t()?)?;
+            if let Some(m) = mask {
+                logits = logits.broadcast_add(m)?;
+            }
+            let att = candle_nn::ops::softmax_last_dim(&logits)?;
             let o = att.matmul(&v)?.transpose(1, 2)?.reshape((b, seq, hdim))?;
             x = (l.out.forward(&o)? + r)?;
             let r = x.clone();
             let y = l.fc1.forward(&l.ln2.forward(&x)?)?;
-            x = (l.fc2.forward(&self.act.forward(&y)?)? + r)?;
+            x = (l.fc2.forward(&act.forward(&y)?)? + r)?;
         }
-        self.post_ln.forward(&x.i((.., 0, ..))?.contiguous()?)
+        Ok(x)
     }
 }
 

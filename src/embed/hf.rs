@@ -132,6 +132,16 @@ impl Snapshot {
     /// Open `dir`: both JSON files are required, and either `model.safetensors` or
     /// `model.safetensors.index.json` with every shard it names.
     pub fn open(dir: &Path) -> Result<Snapshot, HfError> {
+        Self::open_with(dir, true)
+    }
+
+    /// [`Snapshot::open`] for a text tower: `preprocessor_config.json` (image preprocessing) may
+    /// be absent, and then reads as `null`.
+    pub fn open_text(dir: &Path) -> Result<Snapshot, HfError> {
+        Self::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, images: bool) -> Result<Snapshot, HfError> {
         if !dir.is_dir() {
             return Err(HfError::Io {
                 path: dir.to_path_buf(),
@@ -139,7 +149,10 @@ impl Snapshot {
             });
         }
         let config = read_json(&require_file(dir, "config.json")?)?;
-        let preprocessor = read_json(&require_file(dir, "preprocessor_config.json")?)?;
+        let preprocessor = match (images, dir.join("preprocessor_config.json")) {
+            (false, p) if !p.is_file() => serde_json::Value::Null,
+            _ => read_json(&require_file(dir, "preprocessor_config.json")?)?,
+        };
         let (format, weights_source, weights) = weight_files(dir)?;
         Ok(Snapshot { dir: dir.to_path_buf(), config, preprocessor, weights, format, weights_source })
     }

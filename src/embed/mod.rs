@@ -16,6 +16,7 @@
 pub mod act;
 pub mod aligned;
 pub mod clip;
+pub mod clip_text;
 pub mod geoclip;
 pub mod hf;
 pub mod im2gps;
