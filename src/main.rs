@@ -680,10 +680,19 @@ fn align_train(path: &std::path::Path, sets: &[String], out: Option<PathBuf>, ma
         info.rows,
         info.encoder,
         info.store.display(),
-        info.skipped,
+        info.skipped - info.skipped_text,
         d.image_dim,
         d.text.as_ref().map(|t| format!(", text {}-d", t.1)).unwrap_or_default()
     );
+    if let Some(t) = &info.text {
+        let how = if t.reused { "reused".to_string() } else { format!("embedded now, {} distinct strings", t.distinct) };
+        eprintln!(
+            "[georag] align place texts: {} ({how}); {} rows have no place text, {} of them with a usable image left out of training",
+            t.dir.display(),
+            t.missing,
+            info.skipped_text
+        );
+    }
     let r = train::train(&spec, &d, &train::TrainOptions { out: out.clone(), max_steps, dtype: None }).with_context(|| format!("training {}", out.display()))?;
     if let Some(s) = r.resumed_from {
         println!("resumed from the checkpoint at step {s}");

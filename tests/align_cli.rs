@@ -119,3 +119,91 @@ fn align_train_resumes_and_geo_verify_uses_the_trained_heads() {
     assert!(html.contains(&format!("model fingerprint {}", card.model_fingerprint)), "no model fingerprint in the notes");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// G3's place texts end to end: `align.text: {clip: DIR, fields: [...]}` builds each database
+/// row's place string from its metadata, embeds it with the TINY RANDOM-WEIGHT CLIP text tower
+/// of `tests/fixtures/encoders/clip-text-tiny` (real weights cannot exist in CI; the tower
+/// itself is parity-tested against transformers in `clip_text_parity.rs`), trains the text
+/// heads on it, counts the rows without a text, and reuses the cached text store on a second
+/// run; a misspelt key under `text:` is an error that names it.
+#[test]
+fn align_train_embeds_place_texts_with_the_clip_text_tower() {
+    let dir = common::tmp("align-text");
+    let tower = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders/clip-text-tiny");
+    let cfg = |fields: &str, key: &str| {
+        let path = dir.join(format!("text-{key}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+name: align-text
+cache_dir: {cache}
+database: {{kind: synthetic, split: database, n: 300, shard_rows: 128}}
+queries: {{kind: synthetic, split: queries, n: 8, shard_rows: 16}}
+encoder: {{kind: im2gps}}
+index: {{factory: "Flat", nprobe: 1, train_sample: 300}}
+align:
+  kind: g3
+  location: {{rff_features: 16, hidden: 32, out_dim: 16}}
+  heads: {{shared_dim: 16}}
+  train: {{lr: 0.002, batch_size: 64, epochs: 1, holdout: 50, seed: 1}}
+  text: {{clip: {tower}, {key}: [{fields}]}}
+methods:
+  - kind: nearest
+"#,
+                cache = dir.join("cache").display(),
+                tower = tower.display(),
+            ),
+        )
+        .unwrap();
+        path
+    };
+    // The synthetic world's metadata names a landmark only for landmark photos: every other row
+    // has no place text under `fields: [landmark]`.
+    let ds = georag::ingest::materialize(
+        &georag::ingest::DatasetSpec::Synthetic { world: Default::default(), split: georag::ingest::synthetic::Split::Database, n: 300, shard_rows: 128 },
+        &dir.join("cache"),
+    )
+    .unwrap()
+    .0;
+    let mut without = 0;
+    for s in &ds.manifest.shards {
+        for r in georag::ingest::shard::read_meta(&ds.dir.join(&s.file)).unwrap() {
+            let m: serde_json::Value = serde_json::from_str(r.3.as_deref().unwrap()).unwrap();
+            without += usize::from(m["landmark"].is_null());
+        }
+    }
+    assert!(without > 0 && without < 300, "{without} rows without a landmark");
+
+    let c = cfg("landmark", "fields");
+    let m = dir.join("heads-landmark");
+    let o = georag(&["align", "train", c.to_str().unwrap(), "--out", m.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("embedded now"), "{t}");
+    assert!(t.contains(&format!("{without} rows have no place text, {without} of them with a usable image left out of training")), "{t}");
+    let card: ModelCard = serde_json::from_slice(&std::fs::read(m.join("model.json")).unwrap()).unwrap();
+    assert_eq!(card.text_dim, Some(24), "the tiny tower's projection dimension");
+    assert_eq!(card.n_train + card.n_holdout, 300 - without);
+
+    // City and continent: every row has a text; the store is computed once, then reused.
+    let c = cfg("city, continent", "fields");
+    for (run, expect) in [("a", "embedded now"), ("b", "reused")] {
+        let m = dir.join(format!("heads-city-{run}"));
+        let o = georag(&["align", "train", c.to_str().unwrap(), "--out", m.to_str().unwrap()]);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        assert!(t.contains(expect) && t.contains("0 rows have no place text"), "run {run}: {t}");
+        let card: ModelCard = serde_json::from_slice(&std::fs::read(m.join("model.json")).unwrap()).unwrap();
+        assert_eq!(card.n_train + card.n_holdout, 300);
+    }
+    let stores: Vec<_> = std::fs::read_dir(dir.join("cache/text-embeddings")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(stores.len(), 2, "one text store per field list, no partial left: {stores:?}");
+
+    let c = cfg("city", "feilds");
+    let o = georag(&["align", "train", c.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("feilds"), "{t}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -3,6 +3,7 @@
 //! a store of place-text embeddings with the same ids.
 
 use super::train::TrainData;
+use super::text::TextSource;
 use super::{AlignError, AlignSpec};
 use crate::config::Config;
 use crate::embed::{self, EmbedOptions};
@@ -14,29 +15,49 @@ use std::path::PathBuf;
 pub struct DataInfo {
     pub store: PathBuf,
     pub rows: usize,
-    /// Rows left out because their image failed to decode (status not `ok`).
+    /// Rows left out: their image failed to decode, or (with place texts) they have no text.
     pub skipped: usize,
+    /// Of `skipped`, the rows whose image was fine but which have no place text.
+    pub skipped_text: usize,
+    /// The place texts georag embedded (`align.text` with a CLIP tower).
+    pub text: Option<super::text::TextInfo>,
     pub encoder: String,
 }
 
 /// Materialise and embed the database (reusing the cache), keep the `ok` rows.
 pub fn from_config(cfg: &Config, spec: &AlignSpec) -> Result<(TrainData, DataInfo), AlignError> {
     let (ds, _) = crate::ingest::materialize(&cfg.database, &cfg.cache_dir)?;
-    let encoder = embed::build(&cfg.encoder)?;
-    let opts = EmbedOptions { batch_size: cfg.encoder.batch_size(), ..Default::default() };
+    // A config whose encoder is `aligned` (G3's retrieval over the heads this command trains)
+    // trains on its base encoder's embeddings: the heads cannot be their own input.
+    let enc_spec = match &cfg.encoder {
+        embed::EncoderSpec::Aligned { base, .. } => base.as_ref(),
+        e => e,
+    };
+    let encoder = embed::build(enc_spec)?;
+    let opts = EmbedOptions { batch_size: enc_spec.batch_size(), ..Default::default() };
     let (emb, _) = embed::embed_dataset(&ds, encoder.as_ref(), &cfg.cache_dir, &opts, "database (align)")?;
+    let mut text_fp = None;
+    let mut text_info = None;
     let text = match spec.text() {
-        Some(dir) => {
+        Some(TextSource::Store(dir)) => {
             let t = embed::read_store(dir)?;
             if t.ids != emb.ids {
                 return Err(AlignError::Config {
                     message: format!("text store {}: its {} ids are not the database's {} ids in the same order", dir.display(), t.len(), emb.len()),
                 });
             }
+            text_fp = Some(dir.to_string_lossy().into_owned());
+            Some(t)
+        }
+        Some(TextSource::Clip(p)) => {
+            let (t, info) = super::text::embed_place_texts(&ds, p, &cfg.cache_dir)?;
+            text_fp = Some(info.fingerprint.clone());
+            text_info = Some(info);
             Some(t)
         }
         None => None,
     };
+    let skipped_text = text.as_ref().map_or(0, |t| (0..emb.len()).filter(|&i| emb.status[i] == Status::Ok && t.status[i] != Status::Ok).count());
     let keep: Vec<usize> = (0..emb.len()).filter(|&i| emb.status[i] == Status::Ok && text.as_ref().is_none_or(|t| t.status[i] == Status::Ok)).collect();
     let mut image = Vec::with_capacity(keep.len() * emb.dim);
     for &i in &keep {
@@ -46,14 +67,14 @@ pub fn from_config(cfg: &Config, spec: &AlignSpec) -> Result<(TrainData, DataInf
     let mut fp = Fingerprint::new("align-data/1");
     fp.field(encoder.fingerprint()).field(&ds.manifest.fingerprint);
     let text = text.map(|t| {
-        fp.field(t.dir.to_string_lossy().as_bytes());
+        fp.field(text_fp.as_deref().unwrap_or_default());
         let mut v = Vec::with_capacity(keep.len() * t.dim);
         for &i in &keep {
             v.extend_from_slice(t.row(i));
         }
         (v, t.dim)
     });
-    let info = DataInfo { store: emb.dir.clone(), rows: keep.len(), skipped: emb.len() - keep.len(), encoder: encoder.name().to_string() };
+    let info = DataInfo { store: emb.dir.clone(), rows: keep.len(), skipped: emb.len() - keep.len(), skipped_text, text: text_info, encoder: encoder.name().to_string() };
     Ok((TrainData { image_dim: emb.dim, image, coords, text, fingerprint: fp.finish() }, info))
 }
 

@@ -24,6 +24,7 @@ pub mod layers;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod text;
 pub mod train;
 
 pub use layers::{LocationSpec, Projection, TransformerSpec};
@@ -191,10 +192,11 @@ pub enum AlignSpec {
         heads: HeadSpec,
         #[serde(default)]
         train: TrainSpec,
-        /// An embedding store of the database's place texts (same ids, same order); without it
-        /// only the image-GPS loss trains.
+        /// The database's place texts: an embedding store (same ids, same order), or a CLIP
+        /// text tower with a template over metadata fields ([`text`]); without it only the
+        /// image-GPS loss trains.
         #[serde(default)]
-        text: Option<PathBuf>,
+        text: Option<text::TextSource>,
     },
     /// TransGeoCLIP: G3 plus location-attention Transformer layers after each capsule and the
     /// triplet loss.
@@ -206,7 +208,7 @@ pub enum AlignSpec {
         #[serde(default)]
         train: TrainSpec,
         #[serde(default)]
-        text: Option<PathBuf>,
+        text: Option<text::TextSource>,
         #[serde(default)]
         transformer: TransformerSpec,
         #[serde(default)]
@@ -241,7 +243,7 @@ impl AlignSpec {
             AlignSpec::G3 { train, .. } | AlignSpec::Transgeoclip { train, .. } => train,
         }
     }
-    pub fn text(&self) -> Option<&PathBuf> {
+    pub fn text(&self) -> Option<&text::TextSource> {
         match self {
             AlignSpec::G3 { text, .. } | AlignSpec::Transgeoclip { text, .. } => text.as_ref(),
         }

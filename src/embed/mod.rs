@@ -441,20 +441,27 @@ pub fn embed_to_dir(
         read_store_shard(&shard_path(si), dim, Some(info.rows), &mut emb)?;
     }
     if !done_path.exists() {
-        atomic::write_json(
-            &done_path,
-            &Done {
-                encoder: encoder.name().to_string(),
-                encoder_fingerprint: encoder.fingerprint().to_string(),
-                dataset: ds.manifest.name.clone(),
-                dataset_fingerprint: ds.manifest.fingerprint.clone(),
-                dim,
-                rows: emb.len(),
-                decode_failed: emb.n_failed(),
-            },
-        )?;
+        write_done(dir, encoder.name(), encoder.fingerprint(), ds, &emb)?;
     }
     Ok((Some(emb), stats))
+}
+
+/// Mark the store `dir` complete (`done.json`, written last and atomically) for `emb`, the
+/// embeddings of `ds` by the encoder named `encoder` with fingerprint `encoder_fingerprint`.
+pub fn write_done(dir: &Path, encoder: &str, encoder_fingerprint: &str, ds: &Dataset, emb: &Embeddings) -> Result<(), EncodeError> {
+    atomic::write_json(
+        &dir.join("done.json"),
+        &Done {
+            encoder: encoder.to_string(),
+            encoder_fingerprint: encoder_fingerprint.to_string(),
+            dataset: ds.manifest.name.clone(),
+            dataset_fingerprint: ds.manifest.fingerprint.clone(),
+            dim: emb.dim,
+            rows: emb.len(),
+            decode_failed: emb.n_failed(),
+        },
+    )?;
+    Ok(())
 }
 
 /// Decode + prepare batches on the rayon pool in a producer thread, feeding the model through a
@@ -521,10 +528,17 @@ fn embed_rows(
         }
         Ok(())
     })?;
-    let mut values = Vec::with_capacity(rows.len() * dim);
-    let mut status = Vec::with_capacity(rows.len());
-    let mut errors: Vec<Option<String>> = Vec::with_capacity(rows.len());
-    let mut valid = Vec::with_capacity(rows.len());
+    let keys: Vec<(&str, f64, f64)> = rows.iter().map(|r| (r.id.as_str(), r.lat, r.lon)).collect();
+    Ok(store_batch(&keys, results.into_iter().map(|r| r.map_err(|e| (Status::DecodeFailed, e))).collect(), dim))
+}
+
+/// One record batch of an embedding store: a row per `(id, lat, lon)` key, its vector or its
+/// failure status and error text (the vector is then null).
+pub fn store_batch(keys: &[(&str, f64, f64)], results: Vec<Result<Vec<f32>, (Status, String)>>, dim: usize) -> RecordBatch {
+    let mut values = Vec::with_capacity(keys.len() * dim);
+    let mut status = Vec::with_capacity(keys.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(keys.len());
+    let mut valid = Vec::with_capacity(keys.len());
     for r in results {
         match r {
             Ok(v) => {
@@ -533,9 +547,9 @@ fn embed_rows(
                 errors.push(None);
                 valid.push(true);
             }
-            Err(e) => {
+            Err((s, e)) => {
                 values.extend(std::iter::repeat_n(0f32, dim));
-                status.push(Status::DecodeFailed.as_str());
+                status.push(s.as_str());
                 errors.push(Some(e));
                 valid.push(false);
             }
@@ -545,14 +559,14 @@ fn embed_rows(
     let list = FixedSizeListArray::try_new(field, dim as i32, Arc::new(Float32Array::from(values)), Some(valid.into()))
         .expect("values length is rows * dim");
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.id.as_str()))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.lat))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.lon))),
+        Arc::new(StringArray::from_iter_values(keys.iter().map(|k| k.0))),
+        Arc::new(Float64Array::from_iter_values(keys.iter().map(|k| k.1))),
+        Arc::new(Float64Array::from_iter_values(keys.iter().map(|k| k.2))),
         Arc::new(StringArray::from_iter_values(status)),
         Arc::new(StringArray::from(errors)),
         Arc::new(list),
     ];
-    Ok(RecordBatch::try_new(store_schema(dim), cols).expect("columns match the embedding schema"))
+    RecordBatch::try_new(store_schema(dim), cols).expect("columns match the embedding schema")
 }
 
 /// Read a complete embedding store directory (`done.json` + `emb-NNNNN.parquet`), in shard
@@ -561,6 +575,16 @@ pub fn read_store(dir: &Path) -> Result<Embeddings, EncodeError> {
     let done_path = dir.join("done.json");
     let bad = |message: String| EncodeError::Store { path: done_path.clone(), message };
     let done: Done = serde_json::from_slice(&std::fs::read(&done_path).map_err(|e| bad(format!("{e} (not a complete embedding store)")))?).map_err(|e| bad(e.to_string()))?;
+    let emb = read_store_shards(dir, done.dim)?;
+    if emb.len() != done.rows {
+        return Err(bad(format!("{} rows in the shards, done.json says {}", emb.len(), done.rows)));
+    }
+    Ok(emb)
+}
+
+/// Every `emb-NNNNN.parquet` of `dir`, in shard order, whether or not the store is complete.
+pub fn read_store_shards(dir: &Path, dim: usize) -> Result<Embeddings, EncodeError> {
+    let bad = |message: String| EncodeError::Store { path: dir.to_path_buf(), message };
     let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| bad(e.to_string()))?
         .flatten()
@@ -568,12 +592,9 @@ pub fn read_store(dir: &Path) -> Result<Embeddings, EncodeError> {
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("emb-") && n.ends_with(".parquet")))
         .collect();
     shards.sort();
-    let mut emb = Embeddings { dim: done.dim, ids: vec![], lat: vec![], lon: vec![], status: vec![], errors: vec![], vectors: vec![], dir: dir.to_path_buf() };
+    let mut emb = Embeddings { dim, ids: vec![], lat: vec![], lon: vec![], status: vec![], errors: vec![], vectors: vec![], dir: dir.to_path_buf() };
     for s in &shards {
-        read_store_shard(s, done.dim, None, &mut emb)?;
-    }
-    if emb.len() != done.rows {
-        return Err(bad(format!("{} rows in the shards, done.json says {}", emb.len(), done.rows)));
+        read_store_shard(s, dim, None, &mut emb)?;
     }
     Ok(emb)
 }

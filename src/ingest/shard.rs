@@ -332,6 +332,28 @@ pub fn read_keys(path: &Path) -> Result<Vec<RowKey>, ShardError> {
     Ok(out)
 }
 
+/// Read only the id, coordinates and metadata JSON of a shard (image bytes are never read):
+/// what the place texts of `align` are built from.
+pub fn read_meta(path: &Path) -> Result<Vec<(String, f64, f64, Option<String>)>, ShardError> {
+    let perr = |source| ShardError::Parquet(ParquetError::Parquet { path: path.to_path_buf(), source });
+    let f = File::open(path).map_err(|source| ShardError::Manifest { path: path.to_path_buf(), source })?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(perr)?;
+    let mask = ProjectionMask::columns(b.parquet_schema(), ["id", "lat", "lon", "meta"]);
+    let reader = b.with_projection(mask).build().map_err(perr)?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|source| ShardError::Parquet(ParquetError::Arrow { path: path.to_path_buf(), source }))?;
+        let id = pq::column::<StringArray>(path, &batch, "id")?;
+        let lat = pq::column::<Float64Array>(path, &batch, "lat")?;
+        let lon = pq::column::<Float64Array>(path, &batch, "lon")?;
+        let meta = pq::column::<StringArray>(path, &batch, "meta")?;
+        for r in 0..batch.num_rows() {
+            out.push((id.value(r).to_string(), lat.value(r), lon.value(r), (!meta.is_null(r)).then(|| meta.value(r).to_string())));
+        }
+    }
+    Ok(out)
+}
+
 /// The rows of one record batch of a shard.
 fn batch_rows(path: &Path, b: &RecordBatch) -> Result<Vec<DatasetRow>, ShardError> {
     let id = pq::column::<StringArray>(path, b, "id")?;
