@@ -116,6 +116,11 @@ fn walk(key: &str, v: &Value, out: &mut Validation) {
                         };
                         check(out, &child(k), &p, &p, "a file the config names", fix);
                     }
+                    ("geoclip_init", Value::String(p)) => {
+                        let p = PathBuf::from(p);
+                        let probe = geoclip_file(&p, crate::embed::geoclip::LOCATION_WEIGHTS);
+                        check(out, &child(k), &p, &probe, "GeoCLIP's location encoder weights (the GPS tower's initialisation)", "scripts/fetch-geoclip.sh (unpacks the geoclip wheel into ~/.cache/georag/geoclip), then point it at ~/.cache/georag/geoclip/geoclip/model/weights".into());
+                    }
                     ("prompt", Value::String(p)) if p.ends_with(".yaml") || p.contains('/') => {
                         let p = PathBuf::from(p);
                         check(out, &child(k), &p, &p, "a prompt template file", "write it (see configs/prompts/ for the format) or use a built-in prompt name".into());
@@ -149,6 +154,25 @@ pub fn validate(cfg: &Config) -> Validation {
             format!("georag align train ALIGN_CONFIG --out {} (ALIGN_CONFIG: a config with an `align:` section and this database and encoder)", dir.display())
         };
         check(&mut out, &key, &dir, &dir.join("model.json"), "a trained alignment model (`georag align train` output: model.json and its weights)", fix);
+    }
+    match cfg.align.as_ref().and_then(|a| a.text()) {
+        Some(crate::align::text::TextSource::Clip(t)) => check(
+            &mut out,
+            "align.text.clip",
+            &t.clip,
+            &t.clip.join("tokenizer.json"),
+            "a local CLIP snapshot with its text tower and tokenizer.json",
+            format!("huggingface-cli download {} --local-dir {} (on a machine with access; georag never downloads)", hf_repo(&t.clip), t.clip.display()),
+        ),
+        Some(crate::align::text::TextSource::Store(d)) => check(
+            &mut out,
+            "align.text",
+            d,
+            &d.join("done.json"),
+            "a complete embedding store of the database's place texts (done.json)",
+            "write the store there (same ids and order as the database), or give `align.text: {clip: CLIP_DIR}` so that georag embeds the texts".into(),
+        ),
+        None => {}
     }
     if let Some(g) = v.get("generator").filter(|g| !g.is_null()) {
         if let Some(var) = g.get("api_key_env").and_then(Value::as_str)

@@ -317,6 +317,21 @@ fn validate_lists_every_missing_piece_of_a_paper_config() {
         let f = f.unwrap().path();
         let o = Command::new(env!("CARGO_BIN_EXE_georag")).current_dir(&tmp).args(["validate", f.to_str().unwrap()]).output().unwrap();
         assert_eq!(o.status.code(), Some(1), "{}: {}", f.display(), text(&o));
-        assert!(text(&o).contains("MISSING encoder.dir"), "{}: {}", f.display(), text(&o));
+        assert!(text(&o).contains("MISSING encoder.dir") || text(&o).contains("MISSING encoder.base.dir"), "{}: {}", f.display(), text(&o));
+    }
+    // G3 with georag's geo-alignment: the CLIP snapshot (with tokenizer.json) for the place texts,
+    // GeoCLIP's weights for the GPS tower's initialisation, and the heads, whose fix is training
+    // them from this same file.
+    let g3a = root.join("configs/paper/g3_aligned_im2gps3k.yaml");
+    let o = Command::new(env!("CARGO_BIN_EXE_georag")).current_dir(&tmp).args(["validate", g3a.to_str().unwrap()]).output().unwrap();
+    let out = text(&o);
+    for (key, fix) in [
+        ("align.text.clip", "huggingface-cli download openai/clip-vit-large-patch14"),
+        ("align.location.geoclip_init", "scripts/fetch-geoclip.sh"),
+        ("encoder.model", "georag align train CONFIG --out results/g3-align-mp16"),
+        ("methods.1.selector.aligned", "georag align train CONFIG --out results/g3-align-mp16"),
+    ] {
+        let at = out.find(&format!("MISSING {key}:")).unwrap_or_else(|| panic!("{key} not listed: {out}"));
+        assert!(out[at..].lines().nth(1).unwrap_or("").contains(fix), "{key}: {out}");
     }
 }
