@@ -274,12 +274,13 @@ struct EmbedArgs {
 fn print_embed_stats(label: &str, rows: usize, s: &embed::EmbedStats, complete: bool, dir: &std::path::Path) {
     let ips = if s.total_s > 0.0 { s.images as f64 / s.total_s } else { 0.0 };
     println!(
-        "{label}: {} images embedded in {:.2} s ({ips:.1} images/s; model {:.2} s, decode+preprocess {:.2} s overlapped), {} shards written, {} present, {rows} rows{} -> {}",
+        "{label}: {} images embedded in {:.2} s ({ips:.1} images/s; model {:.2} s, decode+preprocess {:.2} s overlapped), {} shards written{}, {} present, {rows} rows{} -> {}",
         s.images,
         s.total_s,
         s.model_s,
         s.prepare_s,
         s.shards_written,
+        if s.shards_derived > 0 { format!(" ({} derived from the base encoder's cached store, no image decoded)", s.shards_derived) } else { String::new() },
         s.shards_present,
         if complete { ", complete" } else { ", waiting for other workers" },
         dir.display()

@@ -117,6 +117,21 @@ fn align_train_resumes_and_geo_verify_uses_the_trained_heads() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.contains("Held-out image-&gt;GPS accuracy") || html.contains("Held-out image->GPS accuracy"), "no held-out curve in the report");
     assert!(html.contains(&format!("model fingerprint {}", card.model_fingerprint)), "no model fingerprint in the notes");
+
+    // G3's retrieval with the same heads (`encoder: aligned` over the descriptor): its vectors
+    // derive from the cached descriptor store, and geo_verify and the gallery still feed the
+    // heads the base's query embeddings (not the concatenated ones).
+    let out2 = dir.join("run-aligned");
+    let set = format!("encoder={{kind: aligned, base: {{kind: im2gps}}, model: {m}}}");
+    let o = georag(&["run", c, "--set", &set, "--out", out2.to_str().unwrap()]);
+    assert!(o.status.code() == Some(0) || o.status.code() == Some(2), "{}", text(&o));
+    let metrics2 = georag::metrics::MetricsFile::read(&out2.join("metrics.json")).unwrap();
+    for method in ["nearest", "gallery", "rag-verified"] {
+        let r = metrics2.rows.iter().find(|r| r.method == method).unwrap_or_else(|| panic!("no {method} row"));
+        assert_eq!(r.n_expected, 24, "{method}");
+    }
+    let g2 = metrics2.rows.iter().find(|r| r.method == "gallery").unwrap();
+    assert_eq!(g2.acc(2500.0), g.acc(2500.0), "the gallery prediction does not depend on the retrieval encoder");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -199,6 +214,24 @@ methods:
     }
     let stores: Vec<_> = std::fs::read_dir(dir.join("cache/text-embeddings")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(stores.len(), 2, "one text store per field list, no partial left: {stores:?}");
+
+    // `kind: aligned` over these heads (base ⊕ image->text ⊕ image->GPS): derived from the base
+    // encoder's cached store shard by shard (no image decoded) it equals the same encoder run
+    // on the images.
+    use georag::embed::{self, EmbedOptions, EncoderSpec};
+    let spec: EncoderSpec = serde_yaml::from_str(&format!("{{kind: aligned, base: {{kind: im2gps}}, model: {}}}", dir.join("heads-city-a").display())).unwrap();
+    let enc = embed::build(&spec).unwrap();
+    let opts = EmbedOptions::default();
+    let derived_dir = embed::store_dir(&dir.join("cache"), enc.as_ref(), &ds);
+    let (derived, st) = embed::embed_to_dir(&derived_dir, &ds, enc.as_ref(), &opts, "aligned (derived)").unwrap();
+    assert_eq!((st.shards_derived, st.shards_written, st.images), (3, 3, 0), "{st:?}");
+    let (direct, st) = embed::embed_to_dir(&dir.join("aligned-from-images"), &ds, enc.as_ref(), &opts, "aligned (images)").unwrap();
+    assert_eq!((st.shards_derived, st.images), (0, 300), "{st:?}");
+    let (derived, direct) = (derived.unwrap(), direct.unwrap());
+    assert_eq!(derived.dim, 1024 + 2 * 16);
+    assert_eq!((derived.ids.clone(), derived.status.clone()), (direct.ids.clone(), direct.status.clone()));
+    let worst = derived.vectors.iter().zip(&direct.vectors).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-5, "derived vs from images: max |diff| {worst}");
 
     let c = cfg("city", "feilds");
     let o = georag(&["align", "train", c.to_str().unwrap()]);

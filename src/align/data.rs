@@ -29,10 +29,7 @@ pub fn from_config(cfg: &Config, spec: &AlignSpec) -> Result<(TrainData, DataInf
     let (ds, _) = crate::ingest::materialize(&cfg.database, &cfg.cache_dir)?;
     // A config whose encoder is `aligned` (G3's retrieval over the heads this command trains)
     // trains on its base encoder's embeddings: the heads cannot be their own input.
-    let enc_spec = match &cfg.encoder {
-        embed::EncoderSpec::Aligned { base, .. } => base.as_ref(),
-        e => e,
-    };
+    let enc_spec = cfg.encoder.heads_input();
     let encoder = embed::build(enc_spec)?;
     let opts = EmbedOptions { batch_size: enc_spec.batch_size(), ..Default::default() };
     let (emb, _) = embed::embed_dataset(&ds, encoder.as_ref(), &cfg.cache_dir, &opts, "database (align)")?;

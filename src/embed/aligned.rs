@@ -100,4 +100,10 @@ impl Encoder for AlignedEncoder {
     fn encode_prepared(&self, items: Vec<Prepared>) -> Result<Vec<f32>, EncodeError> {
         self.extend(&self.base.encode_prepared(items)?)
     }
+    fn base(&self) -> Option<&dyn Encoder> {
+        Some(self.base.as_ref())
+    }
+    fn from_base(&self, base: &[f32]) -> Result<Vec<f32>, EncodeError> {
+        self.extend(base)
+    }
 }

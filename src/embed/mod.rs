@@ -61,6 +61,17 @@ pub trait Encoder: Send + Sync {
     fn decode_min_size(&self) -> Option<(u32, u32)> {
         None
     }
+    /// For an encoder whose vectors are a function of another encoder's (`aligned`: the base
+    /// encoder ⊕ heads over its vector), that encoder. The store then derives a shard from the
+    /// base's cached shard when there is one ([`Encoder::from_base`]), decoding no image.
+    fn base(&self) -> Option<&dyn Encoder> {
+        None
+    }
+    /// This encoder's vectors from `base` vectors (`n * base().dim()`, unit rows); only called
+    /// when [`Encoder::base`] is `Some`.
+    fn from_base(&self, _base: &[f32]) -> Result<Vec<f32>, EncodeError> {
+        Err(EncodeError::Model { encoder: self.name().into(), message: "not derived from a base encoder".into() })
+    }
     /// Encode prepared items (from this encoder's [`Encoder::prepare`]); same output contract as
     /// [`Encoder::encode_batch`]. Default: encode the kept images.
     fn encode_prepared(&self, items: Vec<Prepared>) -> Result<Vec<f32>, EncodeError> {
@@ -166,6 +177,15 @@ impl EncoderSpec {
             EncoderSpec::Im2gps { .. } => EmbedOptions::default().batch_size,
             EncoderSpec::Clip { params } | EncoderSpec::Siglip { params } | EncoderSpec::Geoclip { params, .. } => params.batch_size.max(1),
             EncoderSpec::Aligned { base, .. } => base.batch_size(),
+        }
+    }
+
+    /// The encoder whose vectors alignment heads take as input: `aligned`'s base (the heads
+    /// cannot be their own input), any other encoder itself.
+    pub fn heads_input(&self) -> &EncoderSpec {
+        match self {
+            EncoderSpec::Aligned { base, .. } => base.heads_input(),
+            e => e,
         }
     }
 
@@ -374,6 +394,8 @@ pub fn store_dir_of(cache_dir: &Path, encoder_fingerprint: &str, ds: &Dataset) -
 #[derive(Clone, Debug, Default)]
 pub struct EmbedStats {
     pub shards_written: usize,
+    /// Of `shards_written`, those derived from the base encoder's cached shard ([`Encoder::base`]).
+    pub shards_derived: usize,
     pub shards_present: usize,
     pub images: usize,
     /// Wall-clock seconds the model spent (waiting for nothing else).
@@ -418,7 +440,20 @@ pub fn embed_to_dir(
         let todo: Vec<usize> = (0..ds.manifest.shards.len()).filter(|&si| opts.worker.owns(si) && !shard_path(si).exists()).collect();
         let n_todo: usize = todo.iter().map(|&si| ds.manifest.shards[si].rows).sum();
         let progress = Progress::new(&format!("embed {label}"), n_todo as u64);
+        // The base encoder's store, as `store_dir` names it beside this one.
+        let base_dir = encoder.base().and_then(|b| Some(dir.parent()?.join(format!("{}-{}", b.fingerprint(), ds.manifest.fingerprint))));
         for si in todo {
+            if let (Some(base), Some(bd)) = (encoder.base(), &base_dir) {
+                let bpath = bd.join(format!("emb-{si:05}.parquet"));
+                if bpath.is_file() {
+                    let batch = derive_shard(&bpath, ds.manifest.shards[si].rows, base, encoder)?;
+                    progress.inc(batch.num_rows() as u64);
+                    pq::write(&shard_path(si), store_schema(dim), &[batch], &[])?;
+                    stats.shards_written += 1;
+                    stats.shards_derived += 1;
+                    continue;
+                }
+            }
             // Stream the dataset shard: only a chunk of rows (and their image bytes) in memory.
             let mut batches = Vec::new();
             let chunk = opts.batch_size.max(1) * 8;
@@ -462,6 +497,33 @@ pub fn write_done(dir: &Path, encoder: &str, encoder_fingerprint: &str, ds: &Dat
         },
     )?;
     Ok(())
+}
+
+/// One shard of `encoder`'s store from the base encoder's shard at `base_path` (written by
+/// `embed_to_dir`, so complete): the same rows, statuses and errors; the vectors through
+/// [`Encoder::from_base`], in chunks.
+fn derive_shard(base_path: &Path, rows: usize, base: &dyn Encoder, encoder: &dyn Encoder) -> Result<RecordBatch, EncodeError> {
+    let mut b = Embeddings { dim: base.dim(), ids: vec![], lat: vec![], lon: vec![], status: vec![], errors: vec![], vectors: vec![], dir: base_path.to_path_buf() };
+    read_store_shard(base_path, base.dim(), Some(rows), &mut b)?;
+    let ok: Vec<usize> = (0..b.len()).filter(|&i| b.status[i] == Status::Ok).collect();
+    let d = encoder.dim();
+    let mut derived = Vec::with_capacity(ok.len() * d);
+    for chunk in ok.chunks(1024) {
+        let mut x = Vec::with_capacity(chunk.len() * b.dim);
+        for &i in chunk {
+            x.extend_from_slice(b.row(i));
+        }
+        derived.extend(encoder.from_base(&x)?);
+    }
+    let mut it = derived.chunks(d.max(1));
+    let results = (0..b.len())
+        .map(|i| match b.status[i] {
+            Status::Ok => Ok(it.next().expect("one derived vector per ok row").to_vec()),
+            s => Err((s, b.errors[i].clone().unwrap_or_default())),
+        })
+        .collect();
+    let keys: Vec<(&str, f64, f64)> = (0..b.len()).map(|i| (b.ids[i].as_str(), b.lat[i], b.lon[i])).collect();
+    Ok(store_batch(&keys, results, d))
 }
 
 /// Decode + prepare batches on the rayon pool in a producer thread, feeding the model through a

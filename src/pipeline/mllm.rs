@@ -585,12 +585,14 @@ fn geo_verifier(cfg: &Config, encoder: &crate::embed::EncoderSpec, location: Opt
 }
 
 /// geo_verify with trained alignment heads: the queries embedded with the experiment's encoder
-/// (the cached store `run` uses) through the image->GPS head; candidates through the GPS tower.
+/// (the cached store `run` uses; for an `aligned` encoder, its base's) through the image->GPS
+/// head; candidates through the GPS tower.
 fn aligned_verifier(cfg: &Config, dir: &Path, queries: &Dataset) -> Result<gen_sel::GeoVerify, MllmError> {
     let m = |message: String| MllmError::Method { method: "geo_verify".into(), message };
     let tower = crate::align::train::AlignedGps::load(dir, &crate::embed::hf::device("cpu").map_err(crate::embed::EncodeError::from)?).map_err(|e| m(e.to_string()))?;
-    let enc = crate::embed::build(&cfg.encoder)?;
-    let opts = crate::embed::EmbedOptions { batch_size: cfg.encoder.batch_size(), ..Default::default() };
+    let spec = cfg.encoder.heads_input();
+    let enc = crate::embed::build(spec)?;
+    let opts = crate::embed::EmbedOptions { batch_size: spec.batch_size(), ..Default::default() };
     let (emb, _) = crate::embed::embed_dataset(queries, enc.as_ref(), &cfg.cache_dir, &opts, "queries")?;
     if emb.dim != tower.model.image_dim {
         return Err(m(format!("{}: the model was trained on {}-d image embeddings, the experiment's encoder gives {}-d", dir.display(), tower.model.image_dim, emb.dim)));

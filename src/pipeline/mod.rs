@@ -512,8 +512,22 @@ fn run_stages(cfg: &Config, out: &Path, opts: &RunOptions, previous: Option<RunR
                 .collect();
             Ok::<_, PipelineError>((r, false, Some(pred_fp.clone())))
         })?;
+        // An `aligned` experiment encoder retrieves with heads ⊕ base; gallery heads take the base's
+        // query embeddings (cached like any store).
+        let base_q = match (&cfg.encoder, galleries.is_empty()) {
+            (embed::EncoderSpec::Aligned { .. }, false) => {
+                let spec = cfg.encoder.heads_input();
+                let enc = embed::build(spec)?;
+                let opts = EmbedOptions { batch_size: spec.batch_size(), ..EmbedOptions::default() };
+                Some(embed::embed_dataset(&front.queries, enc.as_ref(), &cfg.cache_dir, &opts, "queries (gallery)")?.0)
+            }
+            _ => None,
+        };
         for (name, g) in &galleries {
-            let q_emb = &front.search.as_ref().ok_or_else(|| PipelineError::Predictions { path: out.to_path_buf(), message: format!("method `{name}` (gallery) needs query embeddings, which a run with imported neighbours does not compute") })?.q_emb;
+            let q_emb = match &base_q {
+                Some(q) => q,
+                None => &front.search.as_ref().ok_or_else(|| PipelineError::Predictions { path: out.to_path_buf(), message: format!("method `{name}` (gallery) needs query embeddings, which a run with imported neighbours does not compute") })?.q_emb,
+            };
             let records = st.time("gallery", || Ok::<_, PipelineError>((g.predict(q_emb)?, false, Some(g.fingerprint.clone()))))?;
             by_name.insert(name.clone(), MethodResult { method: name.clone(), dataset: front.queries.manifest.name.clone(), records });
         }
