@@ -23,6 +23,7 @@ demo: build
 	BIN=$(BIN) scripts/demo.sh
 	@echo
 	@echo "Report:  results/demo/report.html   (tables: results/demo/table.md, plots: results/demo/plots/)"
+	@echo "G3 ablation (aligned retrieval, + RAG, + verification): results/demo-g3-ablation/report.html"
 
 ## The whole test suite (unit, integration, real-data tests that skip without ../shared).
 ## scripts/fetch-geoclip.sh fetches the geoclip wheel once (GeoCLIP parity tests; they skip

@@ -24,6 +24,17 @@ set +e
 "$BIN" run configs/demo.yaml --set "generator.base_url=$url" --out "$OUT" "$@"
 rc=$?
 set -e
+if [ "$rc" -eq 0 ] || [ "$rc" -eq 2 ]; then
+  # G3's steps with the aligned retrieval embedding (configs/demo_g3.yaml), then one report
+  # over both runs: the ablation table (no alignment / aligned retrieval / + RAG / + verification).
+  set +e
+  "$BIN" run configs/demo_g3.yaml --set "generator.base_url=$url" --out "${OUT}-g3"
+  rc3=$?
+  set -e
+  [ "$rc3" -eq 0 ] || [ "$rc3" -eq 2 ] || exit "$rc3"
+  "$BIN" report "$OUT" "${OUT}-g3" --out "${OUT}-g3-ablation" --no-published \
+    --title "georag demo: what each G3 step adds on the synthetic world (simulated LLM)"
+fi
 if [ "$rc" -eq 2 ]; then
   echo "[georag] demo complete; some samples failed (refusals and prose from the simulator's error model), counted in the report"
   rc=0
