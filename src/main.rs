@@ -164,6 +164,10 @@ enum Command {
         /// The same for dissimilar neighbours (e.g. the `_reverse` arrays).
         #[arg(long, value_name = "FILE.npy", requires = "import_neighbours")]
         import_dissimilar: Option<PathBuf>,
+        /// Also write the lists as G3-style arrays (`similar.npy`, `dissimilar.npy`: int64
+        /// database row numbers, -1 padded) that `retrieval.import` reads back: pins a retrieval.
+        #[arg(long)]
+        export_npy: bool,
     },
     /// Ingest a benchmark or database into validated Parquet shards (see `georag datasets list`).
     ///
@@ -643,17 +647,20 @@ fn real_main() -> Result<ExitCode> {
         }
         Command::Embed(a) => embed_cmd(a),
         Command::Index(a) => index_cmd(a),
-        Command::Retrieve { config: path, sets, out, import_neighbours, import_dissimilar } => {
+        Command::Retrieve { config: path, sets, out, import_neighbours, import_dissimilar, export_npy } => {
             let mut cfg = config::load(&path, &sets)?;
             if let Some(s) = import_neighbours {
                 cfg.retrieval.import = Some(georag::retrieval::ImportSpec { similar: s, dissimilar: import_dissimilar });
             }
             cfg.validate()?;
             let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
-            let n = pipeline::retrieve_only(&cfg, &out).with_context(|| format!("retrieving for {}", path.display()))?;
+            let n = pipeline::retrieve_only(&cfg, &out, export_npy).with_context(|| format!("retrieving for {}", path.display()))?;
             let lists: usize = n.iter().map(|q| q.similar.len() + q.dissimilar.len()).sum();
             let none = n.iter().filter(|q| q.status != georag::record::Status::Ok).count();
             println!("{} queries, {lists} neighbours ({none} queries without any) -> {}", n.len(), out.join("retrieval.parquet").display());
+            if export_npy {
+                println!("neighbour arrays (database row numbers, retrieval.import's format) -> {}", out.display());
+            }
             for (k, (r, q)) in georag::retrieval::removal_totals(&n) {
                 println!("excluded {k}: {r} neighbours in {q} queries");
             }

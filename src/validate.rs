@@ -116,6 +116,10 @@ fn walk(key: &str, v: &Value, out: &mut Validation) {
                         };
                         check(out, &child(k), &p, &p, "a file the config names", fix);
                     }
+                    ("similar" | "dissimilar", Value::String(p)) if p.ends_with(".npy") => {
+                        let p = PathBuf::from(p);
+                        check(out, &child(k), &p, &p, "a neighbour array (int64 .npy of database row numbers)", "G3's released I_g3_*.npy, or `georag retrieve CONFIG --export-npy --out DIR`".into());
+                    }
                     ("geoclip_init", Value::String(p)) => {
                         let p = PathBuf::from(p);
                         let probe = geoclip_file(&p, crate::embed::geoclip::LOCATION_WEIGHTS);

@@ -172,6 +172,32 @@ fn imported_neighbour_arrays_map_rows_and_name_bad_ones() {
     let notes = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(notes.contains("Neighbours imported from released arrays"), "the report says where neighbours came from");
 
+    // `--export-npy` pins a searched retrieval: importing its arrays gives the same lists, in
+    // the same order, similar and dissimilar.
+    let searched = dir.join("searched");
+    let s = ok(&georag(&["retrieve", c, "--set", "retrieval.k=5", "--set", "retrieval.dissimilar_k=2", "--export-npy", "--out", searched.to_str().unwrap()]));
+    assert!(s.contains("neighbour arrays"), "{s}");
+    let sim = georag::retrieval::import::read_npy(&searched.join("similar.npy")).unwrap();
+    let dis = georag::retrieval::import::read_npy(&searched.join("dissimilar.npy")).unwrap();
+    assert_eq!((sim.rows, sim.cols, dis.rows, dis.cols), (120, 5, 120, 2));
+    let pinned = dir.join("pinned");
+    ok(&georag(&[
+        "retrieve",
+        c,
+        "--set",
+        "retrieval.k=5",
+        "--set",
+        "retrieval.dissimilar_k=2",
+        "--import-neighbours",
+        searched.join("similar.npy").to_str().unwrap(),
+        "--import-dissimilar",
+        searched.join("dissimilar.npy").to_str().unwrap(),
+        "--out",
+        pinned.to_str().unwrap(),
+    ]));
+    let ids = |p: &Path| retrieval(&p.join("retrieval.parquet")).into_iter().map(|r| (r.0, r.1.starts_with("similar"), r.3)).collect::<Vec<_>>();
+    assert_eq!(ids(&searched), ids(&pinned));
+
     // Out of range: the error names the query and the position.
     let mut bad = good.clone();
     bad[5 * 3 + 1] = 600;

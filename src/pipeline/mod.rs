@@ -342,7 +342,8 @@ fn neighbours_of(f: &mut Front, rspec: &retrieval::RetrievalSpec, cfg: &Config) 
 
 /// `georag retrieve CONFIG`: the stages up to retrieval; writes `retrieval.parquet` (and
 /// `retrieval_removed.csv`) into `out`. Returns the neighbour lists.
-pub fn retrieve_only(cfg: &Config, out: &Path) -> Result<Vec<QueryNeighbours>, PipelineError> {
+/// With `export_npy`, also `similar.npy` / `dissimilar.npy` ([`crate::retrieval::import::export_npy`]).
+pub fn retrieve_only(cfg: &Config, out: &Path, export_npy: bool) -> Result<Vec<QueryNeighbours>, PipelineError> {
     std::fs::create_dir_all(out).map_err(|source| atomic::AtomicWriteError { path: out.to_path_buf(), source })?;
     let mut st = Stages(Vec::new());
     let mut f = front(cfg, &mut st)?;
@@ -350,6 +351,9 @@ pub fn retrieve_only(cfg: &Config, out: &Path) -> Result<Vec<QueryNeighbours>, P
     let n = neighbours_of(&mut f, &rspec, cfg)?;
     write_retrieval(&out.join("retrieval.parquet"), &n, &f.db, &rspec)?;
     write_removed(&out.join("retrieval_removed.csv"), &n)?;
+    if export_npy {
+        crate::retrieval::import::export_npy(&n, &f.db, out)?;
+    }
     Ok(n)
 }
 

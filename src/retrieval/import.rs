@@ -101,6 +101,38 @@ pub fn write_npy(path: &Path, rows: usize, cols: usize, data: &[i64]) -> std::io
     std::fs::write(path, b)
 }
 
+/// Write `lists` (query order) as G3-style arrays into `dir`: `similar.npy` and, when any query
+/// has dissimilar neighbours, `dissimilar.npy`; int64 database row numbers of `db`, best first,
+/// each row padded with -1 to the longest list. What `retrieval.import` reads back, so a
+/// retrieval can be pinned (a CI replay that must not depend on the index's float rounding) or
+/// shared. Returns the files written.
+pub fn export_npy(lists: &[QueryNeighbours], db: &Dataset, dir: &Path) -> Result<Vec<std::path::PathBuf>, IndexError> {
+    let (ids, _) = dataset_rows(db)?;
+    let row: HashMap<&str, i64> = ids.iter().enumerate().map(|(i, id)| (id.as_str(), i as i64)).collect();
+    let mut written = vec![];
+    for (name, pick) in [("similar.npy", 0), ("dissimilar.npy", 1)] {
+        fn of(q: &QueryNeighbours, pick: usize) -> &[Neighbour] {
+            if pick == 0 { &q.similar } else { &q.dissimilar }
+        }
+        let of = |q| of(q, pick);
+        let cols = lists.iter().map(|q| of(q).len()).max().unwrap_or(0);
+        if pick == 1 && cols == 0 {
+            continue;
+        }
+        let mut data = Vec::with_capacity(lists.len() * cols);
+        for q in lists {
+            for n in of(q) {
+                data.push(*row.get(n.id.as_str()).ok_or_else(|| bad(&dir.join(name), format!("query {}: neighbour {} is not in the database", q.query_id, n.id)))?);
+            }
+            data.extend(std::iter::repeat_n(-1, cols - of(q).len()));
+        }
+        let path = dir.join(name);
+        write_npy(&path, lists.len(), cols, &data).map_err(|e| bad(&path, e.to_string()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// Id and coordinates of every row of a dataset, in shard order (only those columns are read).
 pub fn dataset_rows(ds: &Dataset) -> Result<(Vec<String>, Vec<LatLon>), IndexError> {
     use arrow::array::{Float64Array, StringArray};
