@@ -43,11 +43,17 @@ test-servers: deps
 
 ## Gate the demo's accuracy against the committed baseline (what CI runs after `make demo`),
 ## then replay the demo's recorded LLM answers (no server) and require exactly the same numbers
-## and the same prediction for every image (`--exact`).
+## and the same prediction for every image (`--exact`); then replay the COMMITTED answers of
+## configs/ci/demo_recorded.yaml (results/baselines/recorded/, re-recorded only on purpose by
+## scripts/record-ci-baseline.sh) and require the committed numbers exactly.
 check: build
 	$(BIN) check results/demo/metrics.json --baseline results/baselines/demo.json --tolerance-pct 1.0
 	GEORAG_QUIET=1 $(BIN) run configs/demo.yaml --replay --out results/demo-replay > /dev/null || [ $$? -eq 2 ]
 	$(BIN) check results/demo-replay/metrics.json --baseline results/demo/metrics.json --exact
+	rm -rf results/cache-recorded/responses && mkdir -p results/cache-recorded/responses
+	cp results/baselines/recorded/responses.jsonl results/cache-recorded/responses/
+	GEORAG_QUIET=1 $(BIN) run configs/ci/demo_recorded.yaml --replay --no-plots --out results/demo-recorded > /dev/null || [ $$? -eq 2 ]
+	$(BIN) check results/demo-recorded/metrics.json --baseline results/baselines/recorded/metrics.json --exact
 
 ## georag eval vs a geopy scorer on 1,000,000 predictions (see benches/README.md).
 bench-eval: build bench-deps
@@ -87,4 +93,4 @@ bench-embed: build bench-deps
 bench: bench-prepare bench-embed bench-generate bench-eval bench-index
 
 clean-results:
-	rm -rf results/demo results/demo-replay results/demo-align results/cache
+	rm -rf results/demo results/demo-replay results/demo-align results/demo-g3 results/demo-g3-ablation results/demo-recorded results/cache results/cache-recorded

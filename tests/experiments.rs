@@ -335,3 +335,42 @@ fn validate_lists_every_missing_piece_of_a_paper_config() {
         assert!(out[at..].lines().nth(1).unwrap_or("").contains(fix), "{key}: {out}");
     }
 }
+
+/// The committed CI replay (`make check`'s last step): configs/ci/demo_recorded.yaml answered
+/// only from the committed store of SIMULATED LLM answers (results/baselines/recorded/), with the
+/// committed neighbour arrays, reproduces the committed metrics exactly, every image included;
+/// a changed parser on one method (a planted change along the full RAG path) fails the gate.
+#[test]
+fn committed_recorded_answers_replay_to_the_committed_numbers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let base = root.join("results/baselines/recorded");
+    let tmp = common::tmp("recorded-replay");
+    std::fs::create_dir_all(tmp.join("cache/responses")).unwrap();
+    std::fs::copy(base.join("responses.jsonl"), tmp.join("cache/responses/responses.jsonl")).unwrap();
+    let cache = format!("cache_dir={}", tmp.join("cache").display());
+    let run = |out: &str, extra: &[&str]| {
+        let out = tmp.join(out);
+        let mut args = vec!["run", "configs/ci/demo_recorded.yaml", "--replay", "--no-plots", "--set", &cache];
+        args.extend_from_slice(extra);
+        let out_s = out.to_string_lossy().into_owned();
+        args.extend_from_slice(&["--out", &out_s]);
+        let o = Command::new(env!("CARGO_BIN_EXE_georag")).current_dir(root).args(&args).env("GEORAG_QUIET", "1").output().unwrap();
+        assert!(o.status.code() == Some(0) || o.status.code() == Some(2), "{}", text(&o));
+        out.join("metrics.json").to_string_lossy().into_owned()
+    };
+    let baseline = base.join("metrics.json").to_string_lossy().into_owned();
+    let same = run("same", &[]);
+    let o = georag(&["check", &same, "--baseline", &baseline, "--exact"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(" 0 changed images"), "{}", text(&o));
+    // G3's medoid selector swapped for `first` (the first valid sample): the same recorded
+    // answers, another pick, so its row (and only its row) changes.
+    let planted = run("planted", &["--set", "methods.4.selector={kind: first}"]);
+    let o = georag(&["check", &planted, "--baseline", &baseline, "--exact"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("g3 (medoid)") && l.contains("CHANGED (exact mode)")), "{out}");
+    assert!(!out.lines().any(|l| l.starts_with("street_rag") && l.contains("CHANGED")), "{out}");
+    assert!(out.contains("images changed"), "{out}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
