@@ -434,13 +434,30 @@ fn verify_reports_drift() {
     let out = f.dir.join("out");
     prepare::prepare(&def("v"), &PrepareOptions { metadata: Some(f.csv.clone()), images: vec![f.images.clone()], out: out.clone(), shard_rows: 8, ..Default::default() }).unwrap();
     assert!(verify::verify(&out).unwrap().ok());
+    // A manifest from before the xxh3 checksum (sha256 of each shard file) still verifies, and a
+    // wrong sha256 is drift.
+    let mpath = out.join("manifest.json");
+    let original = std::fs::read_to_string(&mpath).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
+    for s in m["shards"].as_array_mut().unwrap() {
+        let bytes = std::fs::read(out.join(s["file"].as_str().unwrap())).unwrap();
+        s.as_object_mut().unwrap().remove("xxh3").expect("new shards carry xxh3");
+        s["sha256"] = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)).into();
+    }
+    std::fs::write(&mpath, serde_json::to_string(&m).unwrap()).unwrap();
+    assert!(verify::verify(&out).unwrap().ok(), "{:?}", verify::verify(&out).unwrap().drift);
+    m["shards"][0]["sha256"] = "0".repeat(64).into();
+    std::fs::write(&mpath, serde_json::to_string(&m).unwrap()).unwrap();
+    let v = verify::verify(&out).unwrap();
+    assert!(v.drift.iter().any(|d| d.contains("shard-00000.parquet: sha256")), "{:?}", v.drift);
+    std::fs::write(&mpath, original).unwrap();
     let shard = out.join("shard-00001.parquet");
     let mut b = std::fs::read(&shard).unwrap();
     let n = b.len();
     b[n / 2] ^= 0xFF;
     std::fs::write(&shard, b).unwrap();
     let v = verify::verify(&out).unwrap();
-    assert!(!v.ok() && v.drift.iter().any(|d| d.contains("shard-00001.parquet")), "{:?}", v.drift);
+    assert!(!v.ok() && v.drift.iter().any(|d| d.contains("shard-00001.parquet: xxh3")), "{:?}", v.drift);
 }
 
 /// An unknown definition name is an error naming the closest built-in.

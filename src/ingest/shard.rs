@@ -9,7 +9,7 @@
 //! Invariants: each shard holds exactly `shard_rows` rows except the last, written as row groups
 //! of at most [`ROW_GROUP_ROWS`] rows and [`ROW_GROUP_BYTES`] of inline images so that memory stays
 //! bounded whatever the image sizes; each shard's
-//! sha256 is computed while it is written; each shard and the manifest are written atomically, and the manifest only after every shard it lists, so a
+//! checksum (xxh3-128; sha256 in datasets written before 2026-12-03) is computed while it is written; each shard and the manifest are written atomically, and the manifest only after every shard it lists, so a
 //! directory with a manifest is complete. The dataset fingerprint is a digest of every row's id,
 //! coordinates and image hash, in order.
 
@@ -21,7 +21,6 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
 use crate::util::atomic;
@@ -53,9 +52,14 @@ pub struct DatasetRow {
 pub struct ShardInfo {
     pub file: String,
     pub rows: usize,
-    /// sha256 of the shard file, checked by `georag datasets verify`.
-    #[serde(default)]
+    /// sha256 of the shard file (datasets written before 2026-12-03), checked by `georag
+    /// datasets verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// xxh3-128 of the shard file (hex), what the writer records now; checked by `georag datasets
+    /// verify`. A corruption check: row identity is each image's sha256, not this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xxh3: Option<String>,
 }
 
 /// `manifest.json` of a dataset directory.
@@ -122,10 +126,11 @@ pub const ROW_GROUP_ROWS: usize = 256;
 /// memory. Row-group boundaries change neither the rows nor any fingerprint.
 pub const ROW_GROUP_BYTES: usize = 16 << 20;
 
-/// A `Write` that hashes what passes through it (the shard checksum, computed while writing).
+/// A `Write` that hashes what passes through it (the shard checksum, xxh3-128, computed while
+/// writing).
 struct HashingFile {
     file: File,
-    hasher: Sha256,
+    hasher: xxhash_rust::xxh3::Xxh3,
 }
 
 impl Write for HashingFile {
@@ -254,7 +259,7 @@ impl ShardWriter {
                 .set_compression(Compression::SNAPPY)
                 .set_column_compression(ColumnPath::from("image"), Compression::UNCOMPRESSED)
                 .build();
-            let writer = ArrowWriter::try_new(HashingFile { file: f, hasher: Sha256::new() }, schema(), Some(props))
+            let writer = ArrowWriter::try_new(HashingFile { file: f, hasher: xxhash_rust::xxh3::Xxh3::new() }, schema(), Some(props))
                 .map_err(|source| ParquetError::Parquet { path: path.clone(), source })?;
             self.open = Some(OpenShard { writer, tmp, path, file, rows: 0 });
         }
@@ -274,11 +279,11 @@ impl ShardWriter {
         let Some(o) = self.open.take() else { return Ok(()) };
         let perr = |source| ShardError::Parquet(ParquetError::Parquet { path: o.path.clone(), source });
         let inner = o.writer.into_inner().map_err(perr)?;
-        let sha = hex::encode(inner.hasher.finalize());
+        let xxh3 = format!("{:032x}", inner.hasher.digest128());
         inner.file.sync_all().map_err(|source| ShardError::Manifest { path: o.tmp.clone(), source })?;
         drop(inner.file);
         std::fs::rename(&o.tmp, &o.path).map_err(|source| ShardError::Manifest { path: o.path.clone(), source })?;
-        self.shards.push(ShardInfo { file: o.file, rows: o.rows, sha256: Some(sha) });
+        self.shards.push(ShardInfo { file: o.file, rows: o.rows, sha256: None, xxh3: Some(xxh3) });
         Ok(())
     }
 
@@ -561,7 +566,7 @@ mod tests {
         let m = w.finish(serde_json::json!({"test": true})).unwrap();
         assert_eq!(m.n_rows, 10);
         assert_eq!(m.shards.iter().map(|s| s.rows).collect::<Vec<_>>(), vec![4, 4, 2]);
-        assert!(m.shards.iter().all(|s| s.sha256.as_ref().is_some_and(|h| h.len() == 64)));
+        assert!(m.shards.iter().all(|s| s.xxh3.as_ref().is_some_and(|h| h.len() == 32) && s.sha256.is_none()));
         let d = Dataset::open(&dir).unwrap();
         let back: Vec<DatasetRow> = (0..3).flat_map(|i| d.read_shard(i).unwrap()).collect();
         assert_eq!(back, (0..10).map(row).collect::<Vec<_>>());

@@ -42,6 +42,12 @@ pub fn verify(dir: &Path) -> Result<Verification, ShardError> {
                 continue;
             }
         };
+        if let Some(want) = &s.xxh3 {
+            let got = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+            if &got != want {
+                v.drift.push(format!("{}: xxh3 {got} != manifest {want}", path.display()));
+            }
+        }
         if let Some(want) = &s.sha256 {
             let got = sha256_hex(&bytes);
             if &got != want {
