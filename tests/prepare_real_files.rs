@@ -89,7 +89,7 @@ fn sample50_photos_with_checksums() {
         assert_eq!(r.sha256, f[4], "{}", f[0]);
         assert_eq!(r.image.as_ref().unwrap().len().to_string(), f[3]);
     }
-    assert!(m.shards.iter().all(|s| s.sha256.is_some()));
+    assert!(m.shards.iter().all(|s| s.xxh3.as_ref().is_some_and(|h| h.len() == 32)), "every shard carries its xxh3-128");
 }
 
 /// The first-contact error of issue 14: the original 3000-row IM2GPS3k list given to the default
