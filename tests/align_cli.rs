@@ -145,38 +145,19 @@ fn align_train_resumes_and_geo_verify_uses_the_trained_heads() {
 fn align_train_embeds_place_texts_with_the_clip_text_tower() {
     let dir = common::tmp("align-text");
     let tower = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders/clip-text-tiny");
+    // The suite's tiny world (600 database rows in 3 shards) with small G3 heads and place texts
+    // from `fields` (`key` is `fields`, or a misspelling of it).
     let cfg = |fields: &str, key: &str| {
-        let path = dir.join(format!("text-{key}.yaml"));
-        std::fs::write(
-            &path,
-            format!(
-                r#"
-name: align-text
-cache_dir: {cache}
-database: {{kind: synthetic, split: database, n: 300, shard_rows: 128}}
-queries: {{kind: synthetic, split: queries, n: 8, shard_rows: 16}}
-encoder: {{kind: im2gps}}
-index: {{factory: "Flat", nprobe: 1, train_sample: 300}}
-align:
-  kind: g3
-  location: {{rff_features: 16, hidden: 32, out_dim: 16}}
-  heads: {{shared_dim: 16}}
-  train: {{lr: 0.002, batch_size: 64, epochs: 1, holdout: 50, seed: 1}}
-  text: {{clip: {tower}, {key}: [{fields}]}}
-methods:
-  - kind: nearest
-"#,
-                cache = dir.join("cache").display(),
-                tower = tower.display(),
-            ),
-        )
-        .unwrap();
-        path
+        let align = format!(
+            "align:\n  kind: g3\n  location: {{rff_features: 16, hidden: 32, out_dim: 16}}\n  heads: {{shared_dim: 16}}\n  train: {{lr: 0.002, batch_size: 64, epochs: 1, holdout: 50, seed: 1}}\n  text: {{clip: {}, {key}: [{fields}]}}",
+            tower.display()
+        );
+        common::tiny_world_config(&dir, &format!("text-{key}"), &align)
     };
     // The synthetic world's metadata names a landmark only for landmark photos: every other row
     // has no place text under `fields: [landmark]`.
     let ds = georag::ingest::materialize(
-        &georag::ingest::DatasetSpec::Synthetic { world: Default::default(), split: georag::ingest::synthetic::Split::Database, n: 300, shard_rows: 128 },
+        &georag::ingest::DatasetSpec::Synthetic { world: Default::default(), split: georag::ingest::synthetic::Split::Database, n: 600, shard_rows: 256 },
         &dir.join("cache"),
     )
     .unwrap()
@@ -188,7 +169,7 @@ methods:
             without += usize::from(m["landmark"].is_null());
         }
     }
-    assert!(without > 0 && without < 300, "{without} rows without a landmark");
+    assert!(without > 0 && without < 600, "{without} rows without a landmark");
 
     let c = cfg("landmark", "fields");
     let m = dir.join("heads-landmark");
@@ -199,7 +180,7 @@ methods:
     assert!(t.contains(&format!("{without} rows have no place text, {without} of them with a usable image left out of training")), "{t}");
     let card: ModelCard = serde_json::from_slice(&std::fs::read(m.join("model.json")).unwrap()).unwrap();
     assert_eq!(card.text_dim, Some(24), "the tiny tower's projection dimension");
-    assert_eq!(card.n_train + card.n_holdout, 300 - without);
+    assert_eq!(card.n_train + card.n_holdout, 600 - without);
 
     // City and continent: every row has a text; the store is computed once, then reused.
     let c = cfg("city, continent", "fields");
@@ -210,7 +191,7 @@ methods:
         assert!(o.status.success(), "{t}");
         assert!(t.contains(expect) && t.contains("0 rows have no place text"), "run {run}: {t}");
         let card: ModelCard = serde_json::from_slice(&std::fs::read(m.join("model.json")).unwrap()).unwrap();
-        assert_eq!(card.n_train + card.n_holdout, 300);
+        assert_eq!(card.n_train + card.n_holdout, 600);
     }
     let stores: Vec<_> = std::fs::read_dir(dir.join("cache/text-embeddings")).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(stores.len(), 2, "one text store per field list, no partial left: {stores:?}");
@@ -226,7 +207,7 @@ methods:
     let (derived, st) = embed::embed_to_dir(&derived_dir, &ds, enc.as_ref(), &opts, "aligned (derived)").unwrap();
     assert_eq!((st.shards_derived, st.shards_written, st.images), (3, 3, 0), "{st:?}");
     let (direct, st) = embed::embed_to_dir(&dir.join("aligned-from-images"), &ds, enc.as_ref(), &opts, "aligned (images)").unwrap();
-    assert_eq!((st.shards_derived, st.images), (0, 300), "{st:?}");
+    assert_eq!((st.shards_derived, st.images), (0, 600), "{st:?}");
     let (derived, direct) = (derived.unwrap(), direct.unwrap());
     assert_eq!(derived.dim, 1024 + 2 * 16);
     assert_eq!((derived.ids.clone(), derived.status.clone()), (direct.ids.clone(), direct.status.clone()));

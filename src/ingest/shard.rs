@@ -356,47 +356,46 @@ pub struct RowKey {
     pub sha256: String,
 }
 
-/// Read only the id, coordinates and image hash of a shard (a column projection: image bytes
-/// are never read).
-pub fn read_keys(path: &Path) -> Result<Vec<RowKey>, ShardError> {
+/// Call `f` with each record batch of the shard at `path`, holding only `columns` (a column
+/// projection: the image bytes are never read unless asked for).
+pub fn for_each_projected(path: &Path, columns: &[&str], mut f: impl FnMut(&RecordBatch) -> Result<(), ShardError>) -> Result<(), ShardError> {
     let perr = |source| ShardError::Parquet(ParquetError::Parquet { path: path.to_path_buf(), source });
-    let f = File::open(path).map_err(|source| ShardError::Manifest { path: path.to_path_buf(), source })?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(perr)?;
-    let mask = ProjectionMask::columns(b.parquet_schema(), ["id", "lat", "lon", "sha256"]);
-    let reader = b.with_projection(mask).build().map_err(perr)?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|source| ShardError::Parquet(ParquetError::Arrow { path: path.to_path_buf(), source }))?;
-        let id = pq::column::<StringArray>(path, &batch, "id")?;
-        let lat = pq::column::<Float64Array>(path, &batch, "lat")?;
-        let lon = pq::column::<Float64Array>(path, &batch, "lon")?;
-        let sha = pq::column::<StringArray>(path, &batch, "sha256")?;
-        for r in 0..batch.num_rows() {
-            out.push(RowKey { id: id.value(r).to_string(), lat: lat.value(r), lon: lon.value(r), sha256: sha.value(r).to_string() });
-        }
+    let file = File::open(path).map_err(|source| ShardError::Manifest { path: path.to_path_buf(), source })?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(perr)?;
+    let mask = ProjectionMask::columns(b.parquet_schema(), columns.iter().copied());
+    for batch in b.with_projection(mask).build().map_err(perr)? {
+        f(&batch.map_err(|source| ShardError::Parquet(ParquetError::Arrow { path: path.to_path_buf(), source }))?)?;
     }
+    Ok(())
+}
+
+/// The id and coordinate columns of a projected batch.
+pub fn key_columns<'a>(path: &Path, b: &'a RecordBatch) -> Result<(&'a StringArray, &'a Float64Array, &'a Float64Array), ShardError> {
+    Ok((pq::column::<StringArray>(path, b, "id")?, pq::column::<Float64Array>(path, b, "lat")?, pq::column::<Float64Array>(path, b, "lon")?))
+}
+
+/// Read only the id, coordinates and image hash of a shard.
+pub fn read_keys(path: &Path) -> Result<Vec<RowKey>, ShardError> {
+    let mut out = Vec::new();
+    for_each_projected(path, &["id", "lat", "lon", "sha256"], |b| {
+        let (id, lat, lon) = key_columns(path, b)?;
+        let sha = pq::column::<StringArray>(path, b, "sha256")?;
+        out.extend((0..b.num_rows()).map(|r| RowKey { id: id.value(r).to_string(), lat: lat.value(r), lon: lon.value(r), sha256: sha.value(r).to_string() }));
+        Ok(())
+    })?;
     Ok(out)
 }
 
-/// Read only the id, coordinates and metadata JSON of a shard (image bytes are never read):
-/// what the place texts of `align` are built from.
+/// Read only the id, coordinates and metadata JSON of a shard: what the place texts of `align`
+/// are built from.
 pub fn read_meta(path: &Path) -> Result<Vec<(String, f64, f64, Option<String>)>, ShardError> {
-    let perr = |source| ShardError::Parquet(ParquetError::Parquet { path: path.to_path_buf(), source });
-    let f = File::open(path).map_err(|source| ShardError::Manifest { path: path.to_path_buf(), source })?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(perr)?;
-    let mask = ProjectionMask::columns(b.parquet_schema(), ["id", "lat", "lon", "meta"]);
-    let reader = b.with_projection(mask).build().map_err(perr)?;
     let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|source| ShardError::Parquet(ParquetError::Arrow { path: path.to_path_buf(), source }))?;
-        let id = pq::column::<StringArray>(path, &batch, "id")?;
-        let lat = pq::column::<Float64Array>(path, &batch, "lat")?;
-        let lon = pq::column::<Float64Array>(path, &batch, "lon")?;
-        let meta = pq::column::<StringArray>(path, &batch, "meta")?;
-        for r in 0..batch.num_rows() {
-            out.push((id.value(r).to_string(), lat.value(r), lon.value(r), (!meta.is_null(r)).then(|| meta.value(r).to_string())));
-        }
-    }
+    for_each_projected(path, &["id", "lat", "lon", "meta"], |b| {
+        let (id, lat, lon) = key_columns(path, b)?;
+        let meta = pq::column::<StringArray>(path, b, "meta")?;
+        out.extend((0..b.num_rows()).map(|r| (id.value(r).to_string(), lat.value(r), lon.value(r), (!meta.is_null(r)).then(|| meta.value(r).to_string()))));
+        Ok(())
+    })?;
     Ok(out)
 }
 

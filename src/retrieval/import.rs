@@ -135,26 +135,16 @@ pub fn export_npy(lists: &[QueryNeighbours], db: &Dataset, dir: &Path) -> Result
 
 /// Id and coordinates of every row of a dataset, in shard order (only those columns are read).
 pub fn dataset_rows(ds: &Dataset) -> Result<(Vec<String>, Vec<LatLon>), IndexError> {
-    use arrow::array::{Float64Array, StringArray};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use parquet::arrow::ProjectionMask;
     let (mut ids, mut coords) = (vec![], vec![]);
     for s in &ds.manifest.shards {
         let path = ds.dir.join(&s.file);
-        let e = |m: String| IndexError::Store { path: path.clone(), message: m };
-        let file = std::fs::File::open(&path).map_err(|x| e(x.to_string()))?;
-        let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|x| e(x.to_string()))?;
-        let mask = ProjectionMask::columns(b.parquet_schema(), ["id", "lat", "lon"]);
-        for batch in b.with_projection(mask).build().map_err(|x| e(x.to_string()))? {
-            let batch = batch.map_err(|x| e(x.to_string()))?;
-            let id = crate::util::pq::column::<StringArray>(&path, &batch, "id")?;
-            let lat = crate::util::pq::column::<Float64Array>(&path, &batch, "lat")?;
-            let lon = crate::util::pq::column::<Float64Array>(&path, &batch, "lon")?;
-            for i in 0..batch.num_rows() {
-                ids.push(id.value(i).to_string());
-                coords.push(LatLon { lat: lat.value(i), lon: lon.value(i) });
-            }
-        }
+        crate::ingest::shard::for_each_projected(&path, &["id", "lat", "lon"], |b| {
+            let (id, lat, lon) = crate::ingest::shard::key_columns(&path, b)?;
+            ids.extend((0..b.num_rows()).map(|i| id.value(i).to_string()));
+            coords.extend((0..b.num_rows()).map(|i| LatLon { lat: lat.value(i), lon: lon.value(i) }));
+            Ok(())
+        })
+        .map_err(|e| IndexError::Store { path: path.clone(), message: e.to_string() })?;
     }
     Ok((ids, coords))
 }
