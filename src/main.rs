@@ -284,7 +284,11 @@ fn print_embed_stats(label: &str, rows: usize, s: &embed::EmbedStats, complete: 
         s.model_s,
         s.prepare_s,
         s.shards_written,
-        if s.shards_derived > 0 { format!(" ({} derived from the base encoder's cached store, no image decoded)", s.shards_derived) } else { String::new() },
+        match (s.shards_derived, s.base_shards_written) {
+            (0, _) => String::new(),
+            (d, 0) => format!(" ({d} derived from the base encoder's cached store, no image decoded)"),
+            (d, b) => format!(" ({d} derived from the base encoder's store, {b} of whose shards were embedded first)"),
+        },
         s.shards_present,
         if complete { ", complete" } else { ", waiting for other workers" },
         dir.display()

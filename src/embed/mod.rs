@@ -394,8 +394,11 @@ pub fn store_dir_of(cache_dir: &Path, encoder_fingerprint: &str, ds: &Dataset) -
 #[derive(Clone, Debug, Default)]
 pub struct EmbedStats {
     pub shards_written: usize,
-    /// Of `shards_written`, those derived from the base encoder's cached shard ([`Encoder::base`]).
+    /// Of `shards_written`, those derived from the base encoder's store ([`Encoder::base`]).
     pub shards_derived: usize,
+    /// Shards written into the base encoder's store first (to derive from; `images` counts
+    /// the images they embedded).
+    pub base_shards_written: usize,
     pub shards_present: usize,
     pub images: usize,
     /// Wall-clock seconds the model spent (waiting for nothing else).
@@ -424,6 +427,11 @@ pub fn embed_dataset(
 /// Embed the shards of `ds` that `opts.worker` owns into `dir` (one `emb-NNNNN.parquet` per
 /// dataset shard, skipping shards already there). When afterwards every shard is present (always
 /// for a single worker), read them all, write `done.json`, and return the embeddings.
+///
+/// An encoder over a base ([`Encoder::base`], e.g. `aligned`) never runs on the images itself:
+/// the base encoder's store beside `dir` (as [`store_dir`] names it) is filled first, and every
+/// shard here is derived from the base's shard. So the base vectors are computed once, and any
+/// later consumer of the base encoder (geo_verify's heads, the gallery) reads them from the cache.
 pub fn embed_to_dir(
     dir: &Path,
     ds: &Dataset,
@@ -434,51 +442,73 @@ pub fn embed_to_dir(
     let t0 = std::time::Instant::now();
     let dim = encoder.dim();
     let done_path = dir.join("done.json");
-    let shard_path = |si: usize| dir.join(format!("emb-{si:05}.parquet"));
     let mut stats = EmbedStats::default();
     if !done_path.exists() {
-        let todo: Vec<usize> = (0..ds.manifest.shards.len()).filter(|&si| opts.worker.owns(si) && !shard_path(si).exists()).collect();
-        let n_todo: usize = todo.iter().map(|&si| ds.manifest.shards[si].rows).sum();
-        let progress = Progress::new(&format!("embed {label}"), n_todo as u64);
-        // The base encoder's store, as `store_dir` names it beside this one.
-        let base_dir = encoder.base().and_then(|b| Some(dir.parent()?.join(format!("{}-{}", b.fingerprint(), ds.manifest.fingerprint))));
-        for si in todo {
-            if let (Some(base), Some(bd)) = (encoder.base(), &base_dir) {
-                let bpath = bd.join(format!("emb-{si:05}.parquet"));
-                if bpath.is_file() {
-                    let batch = derive_shard(&bpath, ds.manifest.shards[si].rows, base, encoder)?;
-                    progress.inc(batch.num_rows() as u64);
-                    pq::write(&shard_path(si), store_schema(dim), &[batch], &[])?;
-                    stats.shards_written += 1;
-                    stats.shards_derived += 1;
-                    continue;
-                }
-            }
-            // Stream the dataset shard: only a chunk of rows (and their image bytes) in memory.
-            let mut batches = Vec::new();
-            let chunk = opts.batch_size.max(1) * 8;
-            ds.for_each_chunk(si, chunk, |rows| -> Result<(), EncodeError> {
-                batches.push(embed_rows(ds, &rows, encoder, opts, &progress, &mut stats)?);
-                Ok(())
-            })?;
-            pq::write(&shard_path(si), store_schema(dim), &batches, &[])?;
-            stats.shards_written += 1;
-        }
-        progress.finish();
+        fill_shards(dir, ds, encoder, opts, label, &mut stats)?;
     }
-    stats.shards_present = (0..ds.manifest.shards.len()).filter(|&si| shard_path(si).exists()).count();
+    stats.shards_present = (0..ds.manifest.shards.len()).filter(|&si| store_shard_path(dir, si).exists()).count();
     stats.total_s = t0.elapsed().as_secs_f64();
     if stats.shards_present < ds.manifest.shards.len() {
         return Ok((None, stats));
     }
     let mut emb = Embeddings { dim, ids: vec![], lat: vec![], lon: vec![], status: vec![], errors: vec![], vectors: vec![], dir: dir.to_path_buf() };
     for (si, info) in ds.manifest.shards.iter().enumerate() {
-        read_store_shard(&shard_path(si), dim, Some(info.rows), &mut emb)?;
+        read_store_shard(&store_shard_path(dir, si), dim, Some(info.rows), &mut emb)?;
     }
     if !done_path.exists() {
         write_done(dir, encoder.name(), encoder.fingerprint(), ds, &emb)?;
     }
     Ok((Some(emb), stats))
+}
+
+/// The store file of dataset shard `si` in the store `dir`.
+fn store_shard_path(dir: &Path, si: usize) -> PathBuf {
+    dir.join(format!("emb-{si:05}.parquet"))
+}
+
+/// Write the missing shards `opts.worker` owns into `dir`, each atomically; nothing is read back.
+fn fill_shards(dir: &Path, ds: &Dataset, encoder: &dyn Encoder, opts: &EmbedOptions, label: &str, stats: &mut EmbedStats) -> Result<(), EncodeError> {
+    let dim = encoder.dim();
+    let todo: Vec<usize> = (0..ds.manifest.shards.len()).filter(|&si| opts.worker.owns(si) && !store_shard_path(dir, si).exists()).collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    // The base encoder's store, as `store_dir` names it beside this one: filled first (its own
+    // progress bar), then every shard here derives from it.
+    let base = encoder.base().and_then(|b| Some((b, dir.parent()?.join(format!("{}-{}", b.fingerprint(), ds.manifest.fingerprint)))));
+    if let Some((b, bd)) = &base {
+        if !bd.join("done.json").exists() {
+            let mut bs = EmbedStats::default();
+            fill_shards(bd, ds, *b, opts, &format!("{label} (base {})", b.name()), &mut bs)?;
+            stats.base_shards_written += bs.shards_written + bs.base_shards_written;
+            stats.images += bs.images;
+            stats.model_s += bs.model_s;
+            stats.prepare_s += bs.prepare_s;
+        }
+    }
+    let n_todo: usize = todo.iter().map(|&si| ds.manifest.shards[si].rows).sum();
+    let progress = Progress::new(&format!("embed {label}"), n_todo as u64);
+    for si in todo {
+        if let Some((b, bd)) = &base {
+            let batch = derive_shard(&store_shard_path(bd, si), ds.manifest.shards[si].rows, *b, encoder)?;
+            progress.inc(batch.num_rows() as u64);
+            pq::write(&store_shard_path(dir, si), store_schema(dim), &[batch], &[])?;
+            stats.shards_written += 1;
+            stats.shards_derived += 1;
+            continue;
+        }
+        // Stream the dataset shard: only a chunk of rows (and their image bytes) in memory.
+        let mut batches = Vec::new();
+        let chunk = opts.batch_size.max(1) * 8;
+        ds.for_each_chunk(si, chunk, |rows| -> Result<(), EncodeError> {
+            batches.push(embed_rows(ds, &rows, encoder, opts, &progress, stats)?);
+            Ok(())
+        })?;
+        pq::write(&store_shard_path(dir, si), store_schema(dim), &batches, &[])?;
+        stats.shards_written += 1;
+    }
+    progress.finish();
+    Ok(())
 }
 
 /// Mark the store `dir` complete (`done.json`, written last and atomically) for `emb`, the
