@@ -6,7 +6,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var};
-use georag::align::layers::{LayerNorm, LocationAttention, LocationTower, Mlp, Params, TransformerLayer};
+use georag::align::layers::{LayerNorm, Linear, LocationAttention, LocationTower, Mlp, Params, TransformerLayer};
 use georag::align::{AlignModel, AlignSpec, LocationSpec, Projection, TransformerSpec, loss};
 use georag::record::LatLon;
 use georag::util::rng::Rng;
@@ -80,6 +80,47 @@ fn mlp_head_and_layer_norm_gradients() {
     let r = randn(&mut rng, &[4, 3], 1.0);
     let n = grad_check(&with_input(&p, &x), 6, &|| weighted_sum(&ln.forward(&mlp.forward(x.as_tensor()).unwrap()).unwrap(), &r));
     assert!(n >= 30, "{n}");
+}
+
+/// The fused CPU linear node (`align::fused`) against the tensor-operation path it replaces:
+/// outputs and the gradients of input, weight and bias agree, with and without the ReLU, in f32
+/// and f64, for a contiguous input, a transposed one and one at an offset (a row slice).
+#[test]
+fn fused_linear_matches_the_tensor_operation_path() {
+    for dtype in [DType::F32, F64] {
+        let tol = if dtype == F64 { 1e-12 } else { 2e-5 };
+        let mut rng = Rng::new(7);
+        let mut p = Params::new(dtype, &Device::Cpu);
+        let lin: Linear = p.linear("l", 37, 29, &mut rng).unwrap();
+        let r = randn(&mut rng, &[19, 29], 1.0).to_dtype(dtype).unwrap();
+        let base = Var::from_tensor(&randn(&mut rng, &[40, 37], 1.0).to_dtype(dtype).unwrap()).unwrap();
+        let inputs: [(&str, Box<dyn Fn() -> Tensor>); 3] = [
+            ("contiguous", Box::new(|| base.as_tensor().narrow(0, 0, 19).unwrap().contiguous().unwrap())),
+            ("transposed", Box::new(|| base.as_tensor().narrow(0, 0, 37).unwrap().narrow(1, 0, 19).unwrap().t().unwrap())),
+            ("offset", Box::new(|| base.as_tensor().narrow(0, 11, 19).unwrap())),
+        ];
+        for (what, x) in &inputs {
+            for relu in [false, true] {
+                let fused = if relu { lin.forward_relu(&x()).unwrap() } else { lin.forward(&x()).unwrap() };
+                let plain = lin.unfused(&x(), relu).unwrap();
+                let gf = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let gp = (&plain * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let close = |name: &str, a: &Tensor, b: &Tensor| {
+                    let (a, b) = (flat(&a.to_dtype(F64).unwrap()), flat(&b.to_dtype(F64).unwrap()));
+                    assert_eq!(a.len(), b.len(), "{dtype:?} {what} relu={relu} {name}: sizes");
+                    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f64::max);
+                    assert!(worst <= tol, "{dtype:?} {what} relu={relu} {name}: fused and tensor-op paths differ by {worst:e} (relative)");
+                };
+                close("output", &fused, &plain);
+                if relu {
+                    assert!(flat(&fused.to_dtype(F64).unwrap()).iter().any(|v| *v == 0.0), "the ReLU clipped nothing");
+                }
+                close("input gradient", gf.get(base.as_tensor()).unwrap(), gp.get(base.as_tensor()).unwrap());
+                close("weight gradient", gf.get(&lin.w).unwrap(), gp.get(&lin.w).unwrap());
+                close("bias gradient", gf.get(&lin.b).unwrap(), gp.get(&lin.b).unwrap());
+            }
+        }
+    }
 }
 
 fn tiny_location(sigmas: Vec<f64>) -> LocationSpec {

@@ -88,7 +88,27 @@ pub struct Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.w.t()?)?.broadcast_add(&self.b)
+        self.apply(x, false)
+    }
+
+    /// `relu(x W^T + b)`.
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    /// Rank-2 f32/f64 CPU inputs run as one fused node ([`super::fused`]); the rest as tensor
+    /// operations.
+    fn apply(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        if x.device().is_cpu() && x.rank() == 2 && x.dtype() == self.w.dtype() && matches!(x.dtype(), DType::F32 | DType::F64) {
+            return x.apply_op3(&self.w, &self.b, super::fused::LinearOp { relu });
+        }
+        self.unfused(x, relu)
+    }
+
+    /// The tensor-operation path (what the fused node computes).
+    pub fn unfused(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let y = x.matmul(&self.w.t()?)?.broadcast_add(&self.b)?;
+        if relu { y.relu() } else { Ok(y) }
     }
 }
 
@@ -104,7 +124,7 @@ impl Mlp {
         Ok(Mlp { l1: p.linear(&format!("{name}.0"), dims[0], dims[1], rng)?, l2: p.linear(&format!("{name}.2"), dims[1], dims[2], rng)? })
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.l2.forward(&self.l1.forward(x)?.relu()?)
+        self.l2.forward(&self.l1.forward_relu(x)?)
     }
 }
 
@@ -285,7 +305,7 @@ impl Capsule {
         let vp = x2pi.matmul(&self.b.t()?)?;
         let mut h = Tensor::cat(&[vp.cos()?, vp.sin()?], D::Minus1)?;
         for l in &self.layers {
-            h = l.forward(&h)?.relu()?;
+            h = l.forward_relu(&h)?;
         }
         for t in &self.transformer {
             h = t.forward(&h, dist.ok_or_else(|| candle_core::Error::Msg("transformer capsule needs distances".into()))?)?;

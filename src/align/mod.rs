@@ -20,6 +20,7 @@
 
 pub mod data;
 pub mod gallery;
+pub mod fused;
 pub mod layers;
 pub mod loss;
 pub mod model;
