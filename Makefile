@@ -9,7 +9,7 @@ SKIP_LOG := $(CARGO_TARGET_DIR)/skips.log
 # Every bench target ends by rewriting the summary table of benches/README.md.
 BENCH_SUMMARY := python3 benches/summary.py render
 
-.PHONY: deps build demo test test-servers check bench bench-deps bench-eval bench-generate bench-index bench-prepare bench-embed clean-results
+.PHONY: deps build demo test test-servers check bench bench-deps bench-eval bench-generate bench-index bench-prepare bench-embed bench-align clean-results
 
 deps:
 	@scripts/install-deps.sh
@@ -86,11 +86,16 @@ bench-embed: build bench-deps
 	benches/encoders_vs_transformers.sh
 	$(BENCH_SUMMARY)
 
+## G3 alignment-head training on CPU: georag (candle) vs the same model in PyTorch.
+bench-align: build bench-deps
+	benches/align_vs_torch.sh
+	$(BENCH_SUMMARY)
+
 ## Every stage benchmark, then the summary table at the top of benches/README.md from the
 ## figures each one records in benches/results.json (benches/summary.py). About 30 minutes on
 ## 2 cores; each stage's section below it has the full figures.
 # (prerequisites run in this order; each rewrites the table when it ends)
-bench: bench-prepare bench-embed bench-generate bench-eval bench-index
+bench: bench-prepare bench-embed bench-generate bench-eval bench-index bench-align
 
 clean-results:
 	rm -rf results/demo results/demo-replay results/demo-align results/demo-g3 results/demo-g3-ablation results/demo-recorded results/cache results/cache-recorded
