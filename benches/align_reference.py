@@ -14,7 +14,7 @@ The model is the one georag builds (src/align/model.rs, layers.rs) and G3's code
 It prints the trainable parameter count (georag's bench prints its own; the shell script checks
 that they agree) and the rate.
 
-  align_reference.py STEPS BATCH
+  align_reference.py STEPS BATCH [DEVICE]     (DEVICE cpu, the default, or cuda)
 """
 import math
 import sys
@@ -61,7 +61,7 @@ class G3Heads(nn.Module):
         ig = self.image_gps(image)
         logits = nn.functional.normalize(ig, dim=-1) @ nn.functional.normalize(g, dim=-1).T
         logits = logits * self.log_scale.clamp(max=math.log(100)).exp()
-        target = torch.arange(len(image))
+        target = torch.arange(len(image), device=image.device)
         return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
 
 
@@ -75,15 +75,17 @@ def mercator_2pi(lat, lon):
 def main():
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     batch = int(sys.argv[2]) if len(sys.argv) > 2 else 256
+    dev = torch.device(sys.argv[3] if len(sys.argv) > 3 else "cpu")
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    model = G3Heads()
+    model = G3Heads().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-5, weight_decay=1e-6)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     def data():
-        img = torch.randn(batch, 768)
-        return img, mercator_2pi(rng.uniform(-60, 70, batch), rng.uniform(-180, 180, batch))
+        img = torch.randn(batch, 768, device=dev)
+        return img, mercator_2pi(rng.uniform(-60, 70, batch), rng.uniform(-180, 180, batch)).to(dev)
 
     # Seconds in the forward pass, the backward pass and the optimizer update.
     phases = [0.0, 0.0, 0.0]
@@ -92,10 +94,13 @@ def main():
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = model.loss(img, x)
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         opt.step()
+        sync()
         t3 = time.perf_counter()
         phases[0] += t1 - t0
         phases[1] += t2 - t1
@@ -113,7 +118,7 @@ def main():
         f"torch {torch.__version__}: {n_params} trainable parameters; {steps} steps of batch {batch} in {secs:.2f} s = "
         f"{rate:.1f} samples/s ({secs / steps:.3f} s/step: forward {phases[0] / steps:.3f}, backward {phases[1] / steps:.3f}, "
         f"AdamW {phases[2] / steps:.3f}); one MP-16 epoch projected {MP16 / rate / 3600:.1f} h "
-        f"on this CPU ({torch.get_num_threads()} threads)"
+        f"on {dev} ({torch.get_num_threads()} CPU threads)"
     )
 
 

@@ -5,6 +5,10 @@
 #
 #   scripts/cuda-toolchain.sh [DIR]        # default DIR: ~/.cache/georag-cuda
 #   eval "$(scripts/cuda-toolchain.sh --env [DIR])"
+#   GEORAG_CUDA=13.0 scripts/cuda-toolchain.sh   # CUDA 13.0 instead (default DIR
+#                                                # ~/.cache/georag-cuda-13.0), for a GPU whose
+#                                                # driver supports no newer CUDA (the PTX candle
+#                                                # embeds must not be newer than the driver)
 #
 # The result is a CUDA_HOME-style tree at DIR/nvidia/cu13 (bin/nvcc, include/, lib/):
 # - nvcc 13.4 (cudarc 0.19 accepts CUDA 11.4-13.4; nvcc 13.5 is rejected) plus the headers,
@@ -21,9 +25,18 @@ set -euo pipefail
 
 ENV_ONLY=0
 if [ "${1:-}" = "--env" ]; then ENV_ONLY=1; shift; fi
-DIR="${1:-$HOME/.cache/georag-cuda}"
+case "${GEORAG_CUDA:-13.4}" in
+  13.4) DEFAULT_DIR="$HOME/.cache/georag-cuda"
+        PKGS=(nvidia-cuda-nvcc==13.4.92 nvidia-cuda-crt==13.4.92 nvidia-nvvm==13.4.92 nvidia-cuda-runtime==13.4.92
+              nvidia-cuda-nvrtc==13.4.92 nvidia-cuda-cccl==13.2.86 nvidia-curand==10.4.4.72 nvidia-cublas==13.4.3.11) ;;
+  13.0) DEFAULT_DIR="$HOME/.cache/georag-cuda-13.0"
+        PKGS=(nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-runtime==13.0.88
+              nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-cccl==13.0.85 nvidia-curand==10.4.0.35 nvidia-cublas==13.0.2.14) ;;
+  *) echo "cuda-toolchain: GEORAG_CUDA must be 13.4 or 13.0, not '${GEORAG_CUDA}'" >&2; exit 2 ;;
+esac
+REL="${GEORAG_CUDA:-13.4}"
+DIR="${1:-$DEFAULT_DIR}"
 CUDA_HOME_DIR="$DIR/nvidia/cu13"
-VER=13.4.92
 
 print_env() {
   echo "export CUDA_HOME='$CUDA_HOME_DIR'"
@@ -32,11 +45,8 @@ print_env() {
 }
 if [ "$ENV_ONLY" = 1 ]; then print_env; exit 0; fi
 
-if ! "$CUDA_HOME_DIR/bin/nvcc" --version 2>/dev/null | grep -q "release 13.4,"; then
-  python3 -m pip install --quiet --no-deps --upgrade --target "$DIR" \
-    "nvidia-cuda-nvcc==$VER" "nvidia-cuda-crt==$VER" "nvidia-nvvm==$VER" \
-    "nvidia-cuda-runtime==$VER" "nvidia-cuda-nvrtc==$VER" \
-    nvidia-cuda-cccl==13.2.86 nvidia-curand==10.4.4.72 nvidia-cublas==13.4.3.11
+if ! "$CUDA_HOME_DIR/bin/nvcc" --version 2>/dev/null | grep -q "release $REL,"; then
+  python3 -m pip install --quiet --no-deps --upgrade --target "$DIR" "${PKGS[@]}"
 fi
 
 cd "$CUDA_HOME_DIR/lib"
