@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Assemble a CUDA 13.4 toolkit from NVIDIA's PyPI wheels, for `cargo build --features cuda` on a
+# Assemble a CUDA 13.4 (or 13.0) toolkit from NVIDIA's PyPI wheels, for `cargo build --features cuda` on a
 # machine without a system CUDA toolkit. Not used by `make` or CI; a machine that has a real
 # toolkit (/usr/local/cuda, nvcc on PATH) does not need it.
 #
