@@ -9,7 +9,8 @@
 #                                      # (default 90, the H100/H200), staged stripped and xz'd in
 #                                      # .device/ (git-ignored) with the shared libraries they
 #                                      # load and the 50 real sample photos; at most 56 MiB.
-#   scripts/device-check.sh run        # there, from the repository root, with `.device` carried.
+#   scripts/device-check.sh run        # there, from the repository root, with `.device` carried
+#                                      # (the device tool: carry [".device"], timeout_s 600).
 #
 # `run` prints, and writes to $OUT/device-check.txt (or .device/out/): the GPU and driver; the
 # CUDA parity tests (tiny CLIP and SigLIP on cuda:0 in f32, f16 and bf16 against the
@@ -110,7 +111,9 @@ run() {
     local rc=0
     "$@" || rc=$?
     kill "$poll" 2>/dev/null; wait "$poll" 2>/dev/null || true
-    echo "peak GPU memory (nvidia-smi): $(( $(sort -n "$work/mem.log" | tail -1) - idle )) MiB above idle"
+    local max
+    max=$(sort -n "$work/mem.log" | tail -1)
+    echo "peak GPU memory (nvidia-smi): $(( ${max:-$idle} - idle )) MiB above idle"
     return $rc
   }
   for model in clip-vitb16 siglip-so400m; do
