@@ -21,10 +21,7 @@ fn main() {
     let steps: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(10);
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
     let device_name = args.get(2).cloned().unwrap_or_else(|| "cpu".into());
-    let device = match device_name.as_str() {
-        "cpu" => Device::Cpu,
-        d => Device::new_cuda(d.strip_prefix("cuda:").and_then(|i| i.parse().ok()).unwrap_or(0)).unwrap_or_else(|e| panic!("device {d}: {e}")),
-    };
+    let device = georag::embed::hf::device(&device_name).unwrap_or_else(|e| panic!("{e}"));
     for kind in ["g3"] {
         let spec: AlignSpec = serde_yaml::from_str(&format!("{{kind: {kind}}}")).unwrap();
         let model = AlignModel::new(&spec, 768, None, DType::F32, &device).unwrap();

@@ -19,7 +19,7 @@ trap 'rm -rf "$WORK"' EXIT
 cd "$ROOT"
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load $(cut -d' ' -f1-3 /proc/loadavg)"
-cargo bench --locked --quiet --bench align_throughput --no-run 2>/dev/null
+cargo bench --locked --quiet --bench align_throughput --no-run
 rate() { sed -n 's/.*= \([0-9.]*\) samples\/s.*/\1/p' "$1"; }
 params() { sed -n 's/.*: \([0-9]*\) trainable parameters.*/\1/p' "$1"; }
 G=()

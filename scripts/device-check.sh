@@ -101,8 +101,8 @@ run() {
   local n
   n=$(ls "$work/images" | wc -l)
   echo "images: $n ($repeat copies of $(ls "$STAGE/images" | wc -l) real photos)"
-  python3 benches/gpu_encoder_bench.py make clip "$work/clip-vitb16"
-  python3 benches/gpu_encoder_bench.py make siglip "$work/siglip-so400m"
+  python3 benches/hf_encoder_bench.py make clip "$work/clip-vitb16"
+  python3 benches/hf_encoder_bench.py make siglip "$work/siglip-so400m"
   local idle
   idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
   peak() { # peak GPU memory (MiB above idle) while "$@" runs
@@ -122,7 +122,7 @@ run() {
       rm -rf "$work/emb"
       peak "$bin" embed --encoder "hf:$work/$model" --input "$work/images" --out "$work/emb" --device cuda:0 --dtype bf16 --batch-size "$batch" \
         | grep -E "images embedded|peak GPU" | sed 's/^/georag: /' || status=1
-      peak python3 benches/gpu_encoder_bench.py run "$work/$model" "$work/images" "$batch" | sed 's/^/transformers: /' || status=1
+      peak python3 benches/hf_encoder_bench.py run "$work/$model" "$work/images" "$batch" cuda bf16 | sed "/^peak GPU/s/^/transformers: /" || status=1
     done
   done
 

@@ -123,6 +123,32 @@ fn fused_linear_matches_the_tensor_operation_path() {
     }
 }
 
+/// The CPU layers do run as the fused node, told apart from the tensor-operation path by what
+/// only it does: a pre-activation of exactly 0 passes no gradient through the ReLU (PyTorch's
+/// convention; candle's `relu` passes it), and an input that carries no gradient gets none
+/// (candle's matmul stores one for it).
+#[test]
+fn cpu_linear_layers_take_the_fused_node() {
+    let mut rng = Rng::new(8);
+    let mut p = Params::new(F64, &Device::Cpu);
+    let lin: Linear = p.linear("l", 5, 3, &mut rng).unwrap();
+    p.set("l.bias", &Tensor::zeros(3, F64, &Device::Cpu).unwrap()).unwrap();
+    // Row 0 is all zeros, so its pre-activations are exactly 0.
+    let mut rows = vec![0.0; 5];
+    rows.extend(flat(&randn(&mut rng, &[3, 5], 1.0)));
+    let x = Tensor::from_vec(rows, (4, 5), &Device::Cpu).unwrap();
+    let r = Tensor::ones((4, 3), F64, &Device::Cpu).unwrap();
+    let fused = (lin.forward_relu(&x).unwrap() * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let plain = (lin.unfused(&x, true).unwrap() * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    // d loss / d b_j sums the row gradients that pass the ReLU; row 0's passes only in candle's.
+    let (bf, bp) = (flat(fused.get(&lin.b).unwrap()), flat(plain.get(&lin.b).unwrap()));
+    for j in 0..3 {
+        assert!((bp[j] - bf[j] - 1.0).abs() < 1e-12, "bias {j}: tensor-op path {} vs fused {}: row 0 should pass only the former", bp[j], bf[j]);
+    }
+    assert!(fused.get(&x).is_none(), "the fused node stored a gradient for an input that carries none");
+    assert!(plain.get(&x).is_some(), "candle's matmul no longer stores a gradient for untracked inputs: the check above tells nothing");
+}
+
 fn tiny_location(sigmas: Vec<f64>) -> LocationSpec {
     LocationSpec { projection: Projection::Mercator, sigmas, rff_features: 4, hidden: 8, out_dim: 6, geoclip_init: None }
 }

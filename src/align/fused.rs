@@ -2,13 +2,14 @@
 //!
 //! Built from candle's tensor operations, `relu(x W^T + b)` is five graph nodes (transpose,
 //! matmul, broadcast, add, relu), and candle's backward pass allocates a zeroed gradient for each
-//! node's argument and adds into it: for a 1024 x 1024 layer at batch 256 that is about 30 MB of
-//! extra memory passes per layer and step, one of them a strided walk over the transposed weight
-//! gradient. `LinearOp` is one node: forward lets `gemm` write `x W^T`, then adds the bias (and
-//! applies the ReLU) in one pass over it; backward returns `dx = g W`,
-//! `dW = g^T x` (already in PyTorch's `(out, in)` layout) and `db = sum_rows(g)`, with `g` the
-//! output gradient masked by `y > 0` (PyTorch's ReLU convention; candle's own takes `x >= 0`,
-//! which differs only where a pre-activation is exactly zero).
+//! node's argument and adds into it: for a 1024 x 1024 layer at batch 256 that is, by our count
+//! of the passes, about 30 MB of extra memory traffic per layer and step, one of them a strided
+//! walk over the transposed weight gradient. `LinearOp` is one node: forward lets `gemm` write
+//! `x W^T`, then adds the bias (and applies the ReLU) in one pass over it; backward returns
+//! `dx = g W` (only when `x` carries a gradient), `dW = g^T x` (already in PyTorch's `(out, in)`
+//! layout) and `db = sum_rows(g)`, with `g` the output gradient masked by `y > 0` (PyTorch's ReLU
+//! convention; candle's own takes `x >= 0`, which differs only where a pre-activation is exactly
+//! zero).
 //!
 //! Used for rank-2 f32/f64 inputs on the CPU ([`crate::align::layers::Linear`]); other devices,
 //! dtypes and ranks take the tensor-operation path, and the tests check the two agree.
@@ -102,10 +103,12 @@ impl CustomOp3 for LinearOp {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = if self.relu { grad.contiguous()?.apply_op2_no_bwd(y, &ReluMask)? } else { grad.clone() };
-        let dx = g.matmul(w)?;
+        // An input that carries no gradient (a data batch, the Fourier features of fixed
+        // buffers) gets none: candle would compute and store it all the same.
+        let dx = if x.track_op() { Some(g.matmul(w)?) } else { None };
         let dw = g.t()?.matmul(x)?;
         let db = g.sum(0)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((dx, Some(dw), Some(db)))
     }
 }
 
