@@ -40,10 +40,12 @@ impl Params {
         Ok(t)
     }
 
-    /// A fixed (untrained) buffer.
+    /// A fixed (untrained) buffer. The model holds a detached view of it, so the backward pass
+    /// never computes a gradient for it (nor through it to the layers' inputs); the view shares
+    /// the `Var`'s storage, so loading a checkpoint still updates it in place.
     pub fn buffer(&mut self, name: &str, values: Vec<f64>, shape: &[usize]) -> Result<Tensor> {
         let v = Var::from_tensor(&self.tensor(values, shape)?)?;
-        let t = v.as_tensor().clone();
+        let t = v.as_tensor().detach();
         self.buffers.insert(name.to_string(), v);
         Ok(t)
     }
