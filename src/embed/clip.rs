@@ -19,12 +19,11 @@
 //! configured `projection_dim` rows (a `CLIPVisionModel` export without it is an error).
 
 use super::act::Act;
-use super::hf::{self, HfError, Snapshot};
+use super::hf::{self, HfError, Snapshot, VisionFiles};
 use super::preprocess::{Family, Preprocess};
 use super::vit::{self, Kernels};
 use super::{EncodeError, Encoder, HfParams, Prepared};
 use rayon::prelude::*;
-use crate::util::fingerprint::Fingerprint;
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Conv2d, LayerNorm, Linear, VarBuilder};
 use image::RgbImage;
@@ -319,35 +318,18 @@ fn candle(path: &std::path::Path, context: &str) -> impl Fn(candle_core::Error) 
     move |source| HfError::Candle { path: path.clone(), context: context.clone(), source }
 }
 
-/// What a CLIP snapshot's files say before any weight is decoded: configs, preprocessing and
-/// the encoder's fingerprint (which hashes the weight files).
-struct Files {
-    snap: Snapshot,
-    c: ClipVisionJson,
-    pre: Preprocess,
-    fp: String,
-}
-
-fn files(p: &HfParams) -> Result<Files, EncodeError> {
-    let snap = Snapshot::open(&p.dir)?;
-    let c = vision_config(&snap)?;
-    let pre_path = p.dir.join("preprocessor_config.json");
-    let pre = Preprocess::from_config(&snap.preprocessor, Family::Clip, &pre_path)?;
-    if pre.output_size() != Some((c.image_size as u32, c.image_size as u32)) {
-        return Err(HfError::Config {
-            path: pre_path,
-            message: format!("preprocessing yields {:?}, the model's image_size is {}", pre.output_size(), c.image_size),
-        }
-        .into());
-    }
-    let fp = Fingerprint::new("encoder/clip/1").field(&snap.weights_sha256()?).json(&c).json(&pre).json(&p.dtype).finish();
-    Ok(Files { snap, c, pre, fp })
+fn files(p: &HfParams) -> Result<VisionFiles<ClipVisionJson>, HfError> {
+    let size_check = |c: &ClipVisionJson, pre: &Preprocess| match pre.output_size() {
+        Some((h, w)) if (h, w) == (c.image_size as u32, c.image_size as u32) => Ok(()),
+        got => Err(format!("preprocessing yields {got:?}, the model's image_size is {}", c.image_size)),
+    };
+    VisionFiles::open(p, Family::Clip, "encoder/clip/1", |snap| vision_config(snap).map(|c| (c.clone(), c)), size_check)
 }
 
 /// The fingerprint and dimension [`ClipEncoder::load`] would give, without building the model.
 pub fn identity(p: &HfParams) -> Result<(String, usize), EncodeError> {
     let f = files(p)?;
-    Ok((f.fp, f.c.projection_dim))
+    Ok((f.fp, f.cfg.projection_dim))
 }
 
 impl ClipEncoder {
@@ -357,12 +339,9 @@ impl ClipEncoder {
 
     /// [`ClipEncoder::load`] with a choice of implementation (tests compare the two).
     pub fn load_with(p: &HfParams, kernels: Kernels) -> Result<ClipEncoder, EncodeError> {
-        let Files { snap, c, pre, fp } = files(p)?;
-        let device = hf::device(&p.device)?;
-        hf::check_dtype(&device, p.dtype, &p.device)?;
-        let dtype = p.dtype.candle();
-        let vb = snap.var_builder(dtype, &device)?;
-        snap.require_tensors(&vb, &expected_tensors(&c))?;
+        let files = files(p)?;
+        let (device, dtype, vb) = files.weights(p, &expected_tensors(&files.cfg))?;
+        let VisionFiles { snap, cfg: c, pre, fp } = files;
         check_projection(&snap, &vb, &c)?;
         let wpath = snap.weights_source.clone();
         let net = if kernels.cpu_path(&device, dtype) {
@@ -373,8 +352,7 @@ impl ClipEncoder {
                 .map_err(candle(&wpath, "visual_projection"))?;
             Net::Candle { tower, projection }
         };
-        let name = format!("clip:{}", p.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-        Ok(ClipEncoder { net, pre, size: c.image_size, device, dtype, dim: c.projection_dim, fp, name })
+        Ok(ClipEncoder { net, pre, size: c.image_size, device, dtype, dim: c.projection_dim, fp, name: hf::encoder_name("clip", p) })
     }
 
     pub fn preprocess(&self) -> &Preprocess {

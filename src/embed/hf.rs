@@ -8,6 +8,9 @@
 //! buffers) are never read. Nothing here downloads; a missing file is an error naming it.
 //! Also: device and dtype selection, and streaming SHA-256 of the weight files actually used.
 
+use super::HfParams;
+use super::preprocess::{Family, Preprocess};
+use crate::util::fingerprint::Fingerprint;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 use candle_nn::var_builder::SimpleBackend;
@@ -96,6 +99,54 @@ pub fn check_dtype(device: &Device, dtype: Dtype, spec: &str) -> Result<(), HfEr
         return Err(HfError::Device(spec.into(), format!("dtype {dtype:?} is not supported on CPU; use f32 (f16/bf16 are for CUDA)")));
     }
     Ok(())
+}
+
+/// What an image encoder's snapshot says before any weight is decoded: the tower's config as
+/// parsed, the preprocessing (accepted by the tower's own check of its input size) and the
+/// encoder's fingerprint: `tag`, the SHA-256 of the weight files, the config, the preprocessing
+/// and the dtype. CLIP and SigLIP both open their snapshots through it.
+pub struct VisionFiles<C> {
+    pub snap: Snapshot,
+    pub cfg: C,
+    pub pre: Preprocess,
+    pub fp: String,
+}
+
+impl<C> VisionFiles<C> {
+    /// `config` parses the tower's config from the snapshot and returns it with what of it the
+    /// fingerprint hashes; `check` refuses preprocessing the tower cannot take, and its message
+    /// is reported against `preprocessor_config.json`.
+    pub fn open<F: Serialize>(
+        p: &HfParams,
+        family: Family,
+        tag: &str,
+        config: impl FnOnce(&Snapshot) -> Result<(C, F), HfError>,
+        check: impl FnOnce(&C, &Preprocess) -> Result<(), String>,
+    ) -> Result<VisionFiles<C>, HfError> {
+        let snap = Snapshot::open(&p.dir)?;
+        let (cfg, hashed) = config(&snap)?;
+        let path = p.dir.join("preprocessor_config.json");
+        let pre = Preprocess::from_config(&snap.preprocessor, family, &path)?;
+        check(&cfg, &pre).map_err(|message| HfError::Config { path, message })?;
+        let fp = Fingerprint::new(tag).field(&snap.weights_sha256()?).json(&hashed).json(&pre).json(&p.dtype).finish();
+        Ok(VisionFiles { snap, cfg, pre, fp })
+    }
+
+    /// The device and dtype `p` asks for (checked against each other) and the snapshot's
+    /// weights in that dtype on that device, every tensor of `expected` present.
+    pub fn weights(&self, p: &HfParams, expected: &[String]) -> Result<(Device, DType, VarBuilder<'static>), HfError> {
+        let device = device(&p.device)?;
+        check_dtype(&device, p.dtype, &p.device)?;
+        let dtype = p.dtype.candle();
+        let vb = self.snap.var_builder(dtype, &device)?;
+        self.snap.require_tensors(&vb, expected)?;
+        Ok((device, dtype, vb))
+    }
+}
+
+/// An encoder's display name: its kind and the snapshot directory's name (`clip:DIR`).
+pub fn encoder_name(kind: &str, p: &HfParams) -> String {
+    format!("{kind}:{}", p.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
 }
 
 /// An opened snapshot directory.

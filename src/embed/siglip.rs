@@ -17,11 +17,10 @@
 
 use super::act::Act;
 use super::clip::take_pixels;
-use super::hf::{self, HfError, Snapshot};
+use super::hf::{self, HfError, Snapshot, VisionFiles};
 use super::preprocess::{Family, Preprocess, Resize};
 use super::vit::{self, Kernels};
 use super::{EncodeError, Encoder, HfParams, Prepared};
-use crate::util::fingerprint::Fingerprint;
 use candle_core::{DType, Device, Module};
 use candle_nn::VarBuilder;
 use candle_transformers::models::siglip::{VisionConfig, VisionModel};
@@ -182,34 +181,25 @@ pub struct SiglipEncoder {
     name: String,
 }
 
-/// What a SigLIP snapshot's files say before any weight is decoded: configs, preprocessing and
-/// the encoder's fingerprint (which hashes the weight files).
-struct Files {
-    snap: Snapshot,
-    cfg: VisionConfig,
-    pre: Preprocess,
-    fp: String,
-}
-
-fn files(p: &HfParams) -> Result<Files, EncodeError> {
-    let snap = Snapshot::open(&p.dir)?;
-    let cfg_path = snap.config_path();
-    let (cfg, vjson) = vision_config(&snap)?;
-    if vjson.get("vision_use_head").and_then(|v| v.as_bool()) == Some(false) {
-        return Err(HfError::Config { path: cfg_path, message: "vision_use_head is false: no pooled embedding".into() }.into());
-    }
-    let pre_path = p.dir.join("preprocessor_config.json");
-    let pre = Preprocess::from_config(&snap.preprocessor, Family::Siglip, &pre_path)?;
-    let want = Resize::Exact { height: cfg.image_size as u32, width: cfg.image_size as u32 };
-    if pre.resize.as_ref() != Some(&want) || pre.crop.is_some() {
-        return Err(HfError::Config {
-            path: pre_path,
-            message: format!("SigLIP input must be resized straight to the model's image_size {0}x{0}; preprocessing is {1:?} then crop {2:?}", cfg.image_size, pre.resize, pre.crop),
+fn files(p: &HfParams) -> Result<VisionFiles<VisionConfig>, HfError> {
+    let config = |snap: &Snapshot| {
+        let (cfg, vjson) = vision_config(snap)?;
+        if vjson.get("vision_use_head").and_then(|v| v.as_bool()) == Some(false) {
+            return Err(HfError::Config { path: snap.config_path(), message: "vision_use_head is false: no pooled embedding".into() });
         }
-        .into());
-    }
-    let fp = Fingerprint::new("encoder/siglip/1").field(&snap.weights_sha256()?).json(&vjson).json(&pre).json(&p.dtype).finish();
-    Ok(Files { snap, cfg, pre, fp })
+        Ok((cfg, vjson))
+    };
+    let resize_check = |cfg: &VisionConfig, pre: &Preprocess| {
+        let want = Resize::Exact { height: cfg.image_size as u32, width: cfg.image_size as u32 };
+        if pre.resize.as_ref() == Some(&want) && pre.crop.is_none() {
+            return Ok(());
+        }
+        Err(format!(
+            "SigLIP input must be resized straight to the model's image_size {0}x{0}; preprocessing is {1:?} then crop {2:?}",
+            cfg.image_size, pre.resize, pre.crop
+        ))
+    };
+    VisionFiles::open(p, Family::Siglip, "encoder/siglip/1", config, resize_check)
 }
 
 /// The fingerprint and dimension [`SiglipEncoder::load`] would give, without building the model.
@@ -225,19 +215,15 @@ impl SiglipEncoder {
 
     /// [`SiglipEncoder::load`] with a choice of implementation (tests compare the two).
     pub fn load_with(p: &HfParams, kernels: Kernels) -> Result<SiglipEncoder, EncodeError> {
-        let Files { snap, cfg, pre, fp } = files(p)?;
-        let device = hf::device(&p.device)?;
-        hf::check_dtype(&device, p.dtype, &p.device)?;
-        let dtype = p.dtype.candle();
-        let vb = snap.var_builder(dtype, &device)?;
-        snap.require_tensors(&vb, &expected_tensors(cfg.num_hidden_layers))?;
+        let files = files(p)?;
+        let (device, dtype, vb) = files.weights(p, &expected_tensors(files.cfg.num_hidden_layers))?;
+        let VisionFiles { snap, cfg, pre, fp } = files;
         let built = |source| HfError::Candle { path: snap.weights_source.clone(), context: "building the SigLIP vision tower".into(), source };
         let net = match act_of(cfg.hidden_act) {
             Some(act) if kernels.cpu_path(&device, dtype) => Net::Cpu(Box::new(CpuTower::new(vb.pp("vision_model"), &cfg, act).map_err(built)?)),
             _ => Net::Candle(VisionModel::new(&cfg, true, vb.pp("vision_model")).map_err(built)?),
         };
-        let name = format!("siglip:{}", p.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-        Ok(SiglipEncoder { net, pre, size: cfg.image_size, device, dtype, dim: cfg.hidden_size, fp, name })
+        Ok(SiglipEncoder { net, pre, size: cfg.image_size, device, dtype, dim: cfg.hidden_size, fp, name: hf::encoder_name("siglip", p) })
     }
 
     pub fn preprocess(&self) -> &Preprocess {
