@@ -687,14 +687,32 @@ pub fn open(spec: &IndexSpec, layout: &Layout) -> Result<BuiltIndex, IndexError>
     Ok(BuiltIndex { index: fx, rows, dir: layout.dir.clone(), fingerprint, reused: true, meta })
 }
 
-/// What every build entry point does first: FAISS's OpenMP threads from the recipe,
-/// [`return_large_frees`] and [`reset_peak_rss`].
+/// What every build entry point does first: FAISS's OpenMP threads from the recipe and
+/// [`reset_peak_rss`]. The steps that build then hold a [`LargeFrees`].
 fn begin(spec: &IndexSpec) {
     if let Some(t) = spec.threads {
         super::set_threads(t);
     }
-    return_large_frees();
     reset_peak_rss();
+}
+
+/// [`return_large_frees`] while it lives (a build's train, add and merge steps), and
+/// [`serve_large_from_heap`] after, for the searches that follow in the same process. Loading a
+/// complete index takes neither and leaves glibc's own adjustment on.
+#[must_use]
+pub struct LargeFrees(());
+
+impl LargeFrees {
+    pub fn returned() -> LargeFrees {
+        return_large_frees();
+        LargeFrees(())
+    }
+}
+
+impl Drop for LargeFrees {
+    fn drop(&mut self) {
+        serve_large_from_heap();
+    }
 }
 
 /// Start this process's peak resident set (`VmHWM`) afresh at its current size, so that the
@@ -711,12 +729,29 @@ pub fn reset_peak_rss() {
 /// FAISS's residual buffer) and serves the next ones from the heap, where the freed space stays
 /// resident between the inverted lists that keep growing: measured at 31 MB of a 114 MB worker
 /// peak at 200 k x 768-d (benches/README.md, "Peak memory of a sharded build"). Setting the
-/// threshold explicitly turns glibc's adjustment off. Other allocators are left alone.
+/// threshold explicitly turns glibc's adjustment off, for the rest of the process (glibc has no
+/// call that turns it back on: see [`serve_large_from_heap`]). Other allocators are left alone.
 pub fn return_large_frees() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a glibc allocator parameter; it takes the allocator's lock.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Large allocations up to 32 MiB served from the heap again, and the heap trimmed only when
+/// 64 MiB lie free at its top: the most that glibc's own adjustment reaches (its mmap threshold
+/// rises up to 32 MiB on 64-bit, and its trim threshold to twice that), which
+/// [`return_large_frees`] switched off. With the 128 KiB threshold still set after a build, each
+/// FAISS search mapped its query-batch buffers afresh and faulted their pages in: 1000-query
+/// batches on a 1 M x 768 `IVF1024,PQ64x4fs` index ran 18 % slower at nprobe 1 and 15 % at
+/// nprobe 4 (benches/README.md, "FAISS index").
+pub fn serve_large_from_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: as in return_large_frees.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 
@@ -729,6 +764,7 @@ pub fn build_or_load(spec: &IndexSpec, src: &dyn Shards, cache_dir: &Path) -> Re
     if layout.is_complete() {
         return open(spec, &layout);
     }
+    let _frees = LargeFrees::returned();
     let tr = train(spec, src, &layout)?;
     let part = build_part(spec, src, &layout, &tr, 0, 1)?;
     finish(spec, &layout, &tr, &fp, vec![part], src.n_shards())
@@ -742,6 +778,7 @@ pub fn merge_parts(spec: &IndexSpec, src: &dyn Shards, cache_dir: &Path, workers
     if layout.is_complete() {
         return open(spec, &layout);
     }
+    let _frees = LargeFrees::returned();
     if !layout.train_json().exists() {
         return Err(IndexError::Build(format!("no trained index in {}: run `georag index {config} --train` first", layout.dir.display())));
     }
@@ -759,6 +796,7 @@ pub fn merge_parts(spec: &IndexSpec, src: &dyn Shards, cache_dir: &Path, workers
 /// then build part I.
 pub fn worker_part(spec: &IndexSpec, src: &dyn Shards, cache_dir: &Path, worker: usize, workers: usize, config: &str) -> Result<PartRecord, IndexError> {
     begin(spec);
+    let _frees = LargeFrees::returned();
     let fp = super::fingerprint(spec, src.store());
     let layout = Layout::new(cache_dir.join("index").join(&fp));
     if !layout.train_json().exists() {
@@ -774,6 +812,7 @@ pub fn worker_part(spec: &IndexSpec, src: &dyn Shards, cache_dir: &Path, worker:
 /// `georag index CONFIG --train`.
 pub fn train_only(spec: &IndexSpec, src: &dyn Shards, cache_dir: &Path) -> Result<(TrainRecord, PathBuf), IndexError> {
     begin(spec);
+    let _frees = LargeFrees::returned();
     let fp = super::fingerprint(spec, src.store());
     let layout = Layout::new(cache_dir.join("index").join(&fp));
     Ok((train(spec, src, &layout)?, layout.dir))
