@@ -23,6 +23,10 @@ pub struct BuildInfo {
     pub git_commit: Option<String>,
     /// The FAISS library version linked in.
     pub faiss: String,
+    /// The SIMD level its C++ was compiled at ([`crate::index::faiss_simd`]); empty in records
+    /// written before it was recorded.
+    #[serde(default)]
+    pub faiss_simd: String,
     /// Versions from `Cargo.lock` of the crates that decide numbers.
     pub crates: BTreeMap<String, String>,
     pub debug_build: bool,
@@ -40,6 +44,7 @@ impl BuildInfo {
             georag_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: option_env!("GEORAG_GIT_COMMIT").map(str::to_string),
             faiss: FAISS_LIB_VERSION.into(),
+            faiss_simd: crate::index::faiss_simd().into(),
             crates,
             debug_build: cfg!(debug_assertions),
         }

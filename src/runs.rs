@@ -128,6 +128,7 @@ pub fn diff(a: &RunRecord, b: &RunRecord) -> RunDiff {
         m.insert("georag".into(), r.georag_version.clone());
         m.insert("git commit".into(), r.build.git_commit.clone().unwrap_or_else(|| "unknown".into()));
         m.insert("faiss".into(), r.build.faiss.clone());
+        m.insert("faiss simd".into(), if r.build.faiss_simd.is_empty() { "unknown".into() } else { r.build.faiss_simd.clone() });
         m
     };
     let machine_map = |r: &RunRecord| {

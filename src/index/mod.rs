@@ -327,6 +327,15 @@ pub fn faiss_version() -> String {
     }
 }
 
+/// The SIMD level FAISS was compiled at (`avx2` by default, `avx512` from `make build
+/// FAISS_SIMD=avx512`, `generic` without flags), read at build time from the flags faiss-sys's
+/// cmake build compiled FAISS with (build.rs), not from the flags asked for. The two
+/// levels build different index files from the same vectors (k-means and encoding round
+/// differently), so a level other than the default is part of every index fingerprint.
+pub fn faiss_simd() -> &'static str {
+    env!("GEORAG_FAISS_SIMD")
+}
+
 unsafe extern "C" {
     fn omp_set_num_threads(n: std::os::raw::c_int);
 }
@@ -435,6 +444,11 @@ pub fn fingerprint(spec: &IndexSpec, store: &std::path::Path) -> String {
         .json(&spec.recall)
         .field(faiss_version())
         .field(store);
+    // Only a level other than the default enters, so that indexes built before it was recorded
+    // keep their fingerprints.
+    if faiss_simd() != "avx2" {
+        f.field(faiss_simd());
+    }
     f.finish()
 }
 
