@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results.json")
 BEGIN = "<!-- bench-summary:begin (rewritten by `make bench`, from benches/results.json) -->"
 END = "<!-- bench-summary:end -->"
-ORDER = ["prepare", "decode-limit", "embed", "index-build", "index-search", "generate", "eval", "align"]
+ORDER = ["prepare", "decode-limit", "embed", "index-build", "index-search", "index-search-same-index", "index-build-avx512", "index-search-avx512", "index-search-same-index-avx512", "generate", "eval", "align"]
 
 
 def machine():
