@@ -7,7 +7,7 @@
 //! depend on the values). Times forward + backward + AdamW step of `STEPS` steps after 2 warm-up
 //! steps, and projects one MP-16 epoch (4.72 M photos) from the rate.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use georag::align::optim::{AdamW, ParamsAdamW};
 use georag::align::{AlignModel, AlignSpec};
 use georag::record::LatLon;
