@@ -3,13 +3,13 @@
 CARGO_TARGET_DIR ?= $(HOME)/.cache/georag-target
 # FAISS's SIMD level: avx2 (the default, .cargo/config.toml; any x86-64-v3 CPU) or avx512
 # (`make build FAISS_SIMD=avx512`: the binary then needs AVX-512 F/CD/VL/DQ/BW; IVF-PQ fast-scan
-# searches at nprobe 16-64 ran 1.2x faster, benches/README.md, "FAISS index"). avx512 builds in
+# searches at nprobe 64 ran 1.19x faster, benches/README.md, "FAISS index"). avx512 builds in
 # a directory of its own, because the cmake crate does not rebuild FAISS when its flags change.
 FAISS_SIMD ?= avx2
 ifeq ($(FAISS_SIMD),avx512)
 override CARGO_TARGET_DIR := $(CARGO_TARGET_DIR)-avx512
 export CXXFLAGS_x86_64_unknown_linux_gnu := -mavx2 -mfma -mf16c -mavx512f -mavx512cd -mavx512vl -mavx512dq -mavx512bw -mpopcnt
-ifeq ($(shell grep -cw avx512bw /proc/cpuinfo 2>/dev/null || echo 0),0)
+ifeq ($(shell grep -qw avx512bw /proc/cpuinfo 2>/dev/null && echo yes),)
 $(warning FAISS_SIMD=avx512: this CPU has no AVX-512 BW; the binary built here will not run on it)
 endif
 else ifneq ($(FAISS_SIMD),avx2)
