@@ -5,6 +5,7 @@
 //! filled and freed 16 times on this thread (`getrusage(RUSAGE_THREAD)`): mapped each time, it
 //! faults its pages in each time; served from the heap, only the first time. glibc only; this
 //! binary holds the one test, because the allocator setting is the whole process's.
+#![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use georag::embed::Embeddings;
 use georag::index::{self, build, IndexSpec, RecallSpec};
@@ -35,7 +36,6 @@ fn rounds() -> i64 {
     })
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn a_build_leaves_large_allocations_served_from_the_heap() {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as i64;
