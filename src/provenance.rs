@@ -141,4 +141,16 @@ mod tests {
         assert!(b.crates.contains_key("faiss") && b.crates.contains_key("country-boundaries"), "{:?}", b.crates);
         assert!(MachineInfo::current().cores >= 1);
     }
+
+    /// The SIMD level is one build.rs can name, and records written before it existed still read.
+    #[test]
+    fn build_info_names_faiss_simd_and_old_records_read() {
+        let b = BuildInfo::current();
+        assert!(["avx2", "avx512", "generic"].contains(&b.faiss_simd.as_str()), "{}", b.faiss_simd);
+        let mut old = serde_json::to_value(&b).unwrap();
+        old.as_object_mut().unwrap().remove("faiss_simd");
+        let back: BuildInfo = serde_json::from_value(old).unwrap();
+        assert_eq!(back.faiss_simd, "");
+        assert_eq!(back.faiss, b.faiss);
+    }
 }
