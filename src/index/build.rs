@@ -101,6 +101,8 @@ pub struct IndexMeta {
     pub factory: String,
     pub metric: Metric,
     pub dim: usize,
+    /// FAISS's version and the SIMD level of the build that trained it, `1.12.0 (avx2)` (the
+    /// version alone in indexes built before the level was recorded).
     pub faiss_version: String,
     pub vectors: usize,
     pub shards: usize,
@@ -334,7 +336,9 @@ pub fn train(spec: &IndexSpec, src: &dyn Shards, layout: &Layout) -> Result<Trai
         recall_positions,
         trained_sha256,
         seconds: t.elapsed().as_secs_f64(),
-        faiss_version: super::faiss_version(),
+        // The library and the SIMD level it was compiled at: the level decides the file's
+        // bytes and the queries/s measured with it.
+        faiss_version: format!("{} ({})", super::faiss_version(), super::faiss_simd()),
     };
     atomic::write_json(&layout.train_json(), &rec)?;
     Ok(rec)
