@@ -12,8 +12,8 @@
 //! side's `py.faiss`) and the queries and truth the first run wrote, and times the same searches
 //! on it, so that the two libraries can be compared on one index: two sides that train their own
 //! k-means get different inverted lists, and at a given nprobe scan different numbers of codes.
-//! Every point also reports FAISS's IVF statistics of the timed searches (codes scanned per query,
-//! and the coarse-quantizer and list-scan milliseconds where the index kind records them).
+//! Every point also reports the codes scanned per query (FAISS's IVF statistics of the timed
+//! searches).
 
 use georag::embed::Embeddings;
 use georag::index::{self, IndexSpec, RecallSpec, VectorIndex};
@@ -29,7 +29,7 @@ fn env(k: &str, d: &str) -> String {
 }
 
 /// Times `reps` batch searches of `q` at each nprobe (the median), with recall against `truth`
-/// and FAISS's IVF statistics of the timed searches.
+/// and the codes scanned per query (FAISS's IVF statistics of the timed searches).
 fn points(index: &mut index::FaissIndex, q: &[f32], truth: &[Vec<usize>], nprobes: &[usize], reps: usize) -> Vec<serde_json::Value> {
     let d = index.dim();
     let nq = q.len() / d;
@@ -59,7 +59,6 @@ fn points(index: &mut index::FaissIndex, q: &[f32], truth: &[Vec<usize>], nprobe
         points.push(serde_json::json!({
             "nprobe": np, "recall_at_10": rec, "qps": nq as f64 / s, "reps": reps,
             "ndis_per_query": st.ndis as f64 / per,
-            "quantization_ms": st.quantization_time / reps as f64, "scan_ms": st.search_time / reps as f64,
         }));
     }
     points

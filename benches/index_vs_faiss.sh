@@ -32,10 +32,8 @@ for a, b in zip(g["points"], p["points"]):
     print(f"{a['nprobe']:>7} {a['recall_at_10']:>11.3f} {a['qps']:>10.0f} {b['recall_at_10']:>8.3f} {b['qps']:>9.0f} {a['qps']/b['qps']:>9.2f}")
 print("the same index file searched by both (codes scanned per query are FAISS's IVF statistics):")
 print(f"{'index':>8} {'nprobe':>7} {'codes/query':>11} {'georag q/s':>10} {'py q/s':>9} {'q/s ratio':>9}")
-same = []
 for name, a_side, b_side in (("python's", gx, p), ("georag's", g, px)):
     for a, b in zip(a_side["points"], b_side["points"]):
-        same.append((a, b))
         print(f"{name:>8} {a['nprobe']:>7} {a['ndis_per_query']:>11.0f} {a['qps']:>10.0f} {b['qps']:>9.0f} {a['qps']/b['qps']:>9.2f}")
 for side, d in (("georag", g), ("python", p)):
     hit = [x for x in d["points"] if x["recall_at_10"] >= 0.95]
@@ -57,7 +55,7 @@ where = "georag's first nprobe with recall@10 >= 0.95" if hit else "the largest 
 subprocess.run(rec + ["--stage", "index-search" + sfx, "--what", f"batch search q/s at {where} (nprobe {a['nprobe']}: recall@10 {a['recall_at_10']:.3f} / {b['recall_at_10']:.3f})",
                       "--size", size + ", 1000 queries", "--unit", "q/s", "--georag", str(a["qps"]), "--reference", str(b["qps"]), "--higher-is-better"], check=True)
 # The same-index ratio at the largest nprobe, on the Python side's index (the list scan dominates there).
-a, b = [(a, b) for a, b in same[:len(gx["points"])]][-1]
+a, b = gx["points"][-1], p["points"][-1]
 subprocess.run(rec + ["--stage", "index-search-same-index" + sfx, "--what", f"batch search q/s on one index file (Python's), nprobe {a['nprobe']}: both scan {a['ndis_per_query']:.0f} codes/query",
                       "--size", size + ", 1000 queries", "--unit", "q/s", "--georag", str(a["qps"]), "--reference", str(b["qps"]), "--higher-is-better"], check=True)
 for name, n in (("MP-16 (4.72 M)", 4.72e6), ("OSV-5M (5.1 M)", 5.1e6)):

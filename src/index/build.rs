@@ -54,6 +54,10 @@ pub struct TrainRecord {
     pub trained_sha256: String,
     pub seconds: f64,
     pub faiss_version: String,
+    /// The SIMD level the training binary's FAISS was compiled at ([`super::faiss_simd`]): it
+    /// decides the file's bytes; empty in records written before it was recorded.
+    #[serde(default)]
+    pub faiss_simd: String,
 }
 
 impl TrainRecord {
@@ -101,9 +105,11 @@ pub struct IndexMeta {
     pub factory: String,
     pub metric: Metric,
     pub dim: usize,
-    /// FAISS's version and the SIMD level of the build that trained it, `1.12.0 (avx2)` (the
-    /// version alone in indexes built before the level was recorded).
     pub faiss_version: String,
+    /// The SIMD level of the FAISS that trained it (from [`TrainRecord::faiss_simd`]); the
+    /// queries/s it measured ran on this level's kernels.
+    #[serde(default)]
+    pub faiss_simd: String,
     pub vectors: usize,
     pub shards: usize,
     pub parts: usize,
@@ -126,10 +132,11 @@ impl IndexMeta {
     /// One line for the run notes.
     pub fn describe(&self, params: &str) -> String {
         let mut s = format!(
-            "Index `{}` ({}, FAISS {}): {} vectors, {:.1} bytes/vector, {:.1} MB.",
+            "Index `{}` ({}, FAISS {}{}): {} vectors, {:.1} bytes/vector, {:.1} MB.",
             self.factory,
             self.metric.name(),
             self.faiss_version,
+            if self.faiss_simd.is_empty() { String::new() } else { format!(" {}", self.faiss_simd) },
             self.vectors,
             self.bytes_per_vector,
             self.bytes as f64 / 1e6
@@ -336,9 +343,8 @@ pub fn train(spec: &IndexSpec, src: &dyn Shards, layout: &Layout) -> Result<Trai
         recall_positions,
         trained_sha256,
         seconds: t.elapsed().as_secs_f64(),
-        // The library and the SIMD level it was compiled at: the level decides the file's
-        // bytes and the queries/s measured with it.
-        faiss_version: format!("{} ({})", super::faiss_version(), super::faiss_simd()),
+        faiss_version: super::faiss_version(),
+        faiss_simd: super::faiss_simd().into(),
     };
     atomic::write_json(&layout.train_json(), &rec)?;
     Ok(rec)
@@ -547,6 +553,7 @@ pub fn finish(spec: &IndexSpec, layout: &Layout, tr: &TrainRecord, fingerprint: 
         metric: spec.metric,
         dim: tr.dim,
         faiss_version: tr.faiss_version.clone(),
+        faiss_simd: tr.faiss_simd.clone(),
         vectors: rows.ids.len(),
         shards: n_shards,
         parts: n,
@@ -748,8 +755,8 @@ pub fn return_large_frees() {
 /// rises up to 32 MiB on 64-bit, and its trim threshold to twice that), which
 /// [`return_large_frees`] switched off. With the 128 KiB threshold still set after a build, each
 /// FAISS search mapped its query-batch buffers afresh and faulted their pages in: 1000-query
-/// batches on a 1 M x 768 `IVF1024,PQ64x4fs` index ran 18 % slower at nprobe 1 and 15 % at
-/// nprobe 4 (benches/README.md, "FAISS index").
+/// batches on a 1 M x 768 `IVF1024,PQ64x4fs` index ran 19 % slower at nprobe 1 and 17 % at
+/// nprobe 4 (means of six searches each; benches/README.md, "FAISS index").
 pub fn serve_large_from_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: as in return_large_frees.
