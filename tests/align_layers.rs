@@ -87,40 +87,57 @@ fn mlp_head_and_layer_norm_gradients() {
 /// and f64, for a contiguous input, a transposed one and one at an offset (a row slice).
 #[test]
 fn fused_linear_matches_the_tensor_operation_path() {
-    for dtype in [DType::F32, F64] {
-        let tol = if dtype == F64 { 1e-12 } else { 2e-5 };
-        let mut rng = Rng::new(7);
-        let mut p = Params::new(dtype, &Device::Cpu);
-        let lin: Linear = p.linear("l", 37, 29, &mut rng).unwrap();
-        let r = randn(&mut rng, &[19, 29], 1.0).to_dtype(dtype).unwrap();
-        let base = Var::from_tensor(&randn(&mut rng, &[40, 37], 1.0).to_dtype(dtype).unwrap()).unwrap();
-        let inputs: [(&str, Box<dyn Fn() -> Tensor>); 3] = [
-            ("contiguous", Box::new(|| base.as_tensor().narrow(0, 0, 19).unwrap().contiguous().unwrap())),
-            ("transposed", Box::new(|| base.as_tensor().narrow(0, 0, 37).unwrap().narrow(1, 0, 19).unwrap().t().unwrap())),
-            ("offset", Box::new(|| base.as_tensor().narrow(0, 11, 19).unwrap())),
-        ];
-        for (what, x) in &inputs {
-            for relu in [false, true] {
-                let fused = if relu { lin.forward_relu(&x()).unwrap() } else { lin.forward(&x()).unwrap() };
-                let plain = lin.unfused(&x(), relu).unwrap();
-                let gf = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                let gp = (&plain * &r).unwrap().sum_all().unwrap().backward().unwrap();
-                let close = |name: &str, a: &Tensor, b: &Tensor| {
-                    let (a, b) = (flat(&a.to_dtype(F64).unwrap()), flat(&b.to_dtype(F64).unwrap()));
-                    assert_eq!(a.len(), b.len(), "{dtype:?} {what} relu={relu} {name}: sizes");
-                    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f64::max);
-                    assert!(worst <= tol, "{dtype:?} {what} relu={relu} {name}: fused and tensor-op paths differ by {worst:e} (relative)");
-                };
-                close("output", &fused, &plain);
-                if relu {
-                    assert!(flat(&fused.to_dtype(F64).unwrap()).iter().any(|v| *v == 0.0), "the ReLU clipped nothing");
+    check_fused(19, 37, 29, 1);
+}
+
+/// The same with every product split into parts (one `gemm` call per rayon thread): three
+/// threads, so that the parts are uneven (203 output columns, 131 input columns, 203 weight
+/// rows) whatever this machine's core count.
+#[test]
+fn fused_linear_split_over_threads_matches_the_tensor_operation_path() {
+    check_fused(70, 131, 203, 3);
+}
+
+/// `n` rows of `fan_in` inputs (`fan_in >= n`, for the transposed input) into `fan_out`
+/// outputs, inside a rayon pool of `threads`.
+fn check_fused(n: usize, fan_in: usize, fan_out: usize, threads: usize) {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        for dtype in [DType::F32, F64] {
+            let tol = if dtype == F64 { 1e-12 } else { 2e-5 };
+            let mut rng = Rng::new(7);
+            let mut p = Params::new(dtype, &Device::Cpu);
+            let lin: Linear = p.linear("l", fan_in, fan_out, &mut rng).unwrap();
+            let r = randn(&mut rng, &[n, fan_out], 1.0).to_dtype(dtype).unwrap();
+            let base = Var::from_tensor(&randn(&mut rng, &[fan_in.max(n + 11) + 3, fan_in], 1.0).to_dtype(dtype).unwrap()).unwrap();
+            let inputs: [(&str, Box<dyn Fn() -> Tensor>); 3] = [
+                ("contiguous", Box::new(|| base.as_tensor().narrow(0, 0, n).unwrap().contiguous().unwrap())),
+                ("transposed", Box::new(|| base.as_tensor().narrow(0, 0, fan_in).unwrap().narrow(1, 0, n).unwrap().t().unwrap())),
+                ("offset", Box::new(|| base.as_tensor().narrow(0, 11, n).unwrap())),
+            ];
+            for (what, x) in &inputs {
+                for relu in [false, true] {
+                    let fused = if relu { lin.forward_relu(&x()).unwrap() } else { lin.forward(&x()).unwrap() };
+                    let plain = lin.unfused(&x(), relu).unwrap();
+                    let gf = (&fused * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let gp = (&plain * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    let close = |name: &str, a: &Tensor, b: &Tensor| {
+                        let (a, b) = (flat(&a.to_dtype(F64).unwrap()), flat(&b.to_dtype(F64).unwrap()));
+                        assert_eq!(a.len(), b.len(), "{dtype:?} {what} relu={relu} {name}: sizes");
+                        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f64::max);
+                        assert!(worst <= tol, "{dtype:?} {what} relu={relu} {name} ({n}x{fan_in} -> {fan_out}, {threads} threads): fused and tensor-op paths differ by {worst:e} (relative)");
+                    };
+                    close("output", &fused, &plain);
+                    if relu {
+                        assert!(flat(&fused.to_dtype(F64).unwrap()).iter().any(|v| *v == 0.0), "the ReLU clipped nothing");
+                    }
+                    close("input gradient", gf.get(base.as_tensor()).unwrap(), gp.get(base.as_tensor()).unwrap());
+                    close("weight gradient", gf.get(&lin.w).unwrap(), gp.get(&lin.w).unwrap());
+                    close("bias gradient", gf.get(&lin.b).unwrap(), gp.get(&lin.b).unwrap());
                 }
-                close("input gradient", gf.get(base.as_tensor()).unwrap(), gp.get(base.as_tensor()).unwrap());
-                close("weight gradient", gf.get(&lin.w).unwrap(), gp.get(&lin.w).unwrap());
-                close("bias gradient", gf.get(&lin.b).unwrap(), gp.get(&lin.b).unwrap());
             }
         }
-    }
+    });
 }
 
 /// The CPU layers do run as the fused node, told apart from the tensor-operation path by what
