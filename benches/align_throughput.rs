@@ -22,6 +22,8 @@ fn main() {
     let batch: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(256);
     let device_name = args.get(2).cloned().unwrap_or_else(|| "cpu".into());
     let device = georag::embed::hf::device(&device_name).unwrap_or_else(|e| panic!("{e}"));
+    // What `align::train` does before its first step.
+    georag::util::alloc::serve_large_from_heap();
     for kind in ["g3"] {
         let spec: AlignSpec = serde_yaml::from_str(&format!("{{kind: {kind}}}")).unwrap();
         let model = AlignModel::new(&spec, 768, None, DType::F32, &device).unwrap();

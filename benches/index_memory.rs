@@ -147,7 +147,7 @@ fn child(step: &[String]) {
             // searches (the recall queries against a `TRUTH_BLOCK` of vectors), whose own data
             // is then freed.
             use faiss::Index;
-            build::return_large_frees();
+            georag::util::alloc::return_large_frees();
             src.counts(0).unwrap();
             let mut ix = faiss::index_factory(p.d as u32, "Flat", faiss::MetricType::InnerProduct).unwrap();
             let x: Vec<f32> = (0..p.d * TRUTH_BLOCK).map(|i| (i % 97) as f32 / 97.0).collect();

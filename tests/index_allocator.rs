@@ -10,7 +10,7 @@
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use georag::embed::Embeddings;
-use georag::index::{self, build, IndexSpec, RecallSpec};
+use georag::index::{self, IndexSpec, RecallSpec};
 use georag::record::Status;
 
 const BUF: usize = 1 << 20;
@@ -60,7 +60,7 @@ fn a_build_leaves_large_allocations_served_from_the_heap() {
     let spec = IndexSpec { factory: "IVF8,Flat".into(), threads: Some(1), train_sample: n, recall: RecallSpec { queries: 20, k: 5, seed: 1 }, ..IndexSpec::default() };
 
     // What a build does while it runs: every round maps its buffer and faults it in again.
-    build::return_large_frees();
+    georag::util::alloc::return_large_frees();
     let during = rounds();
     assert!(during >= 8 * one_round, "with large frees returned, 16 rounds faulted {during} pages, expected about 16 x {one_round}");
 

@@ -380,6 +380,8 @@ pub fn train(spec: &AlignSpec, data: &TrainData, opts: &TrainOptions) -> Result<
         return Err(AlignError::Config { message: format!("{} rows: too few to train and hold out", data.len()) });
     }
     let device = crate::embed::hf::device(&ts.device).map_err(|e| AlignError::Config { message: e.to_string() })?;
+    // Every step allocates and frees its gradients and activations: keep them in the heap.
+    crate::util::alloc::serve_large_from_heap();
     let dtype = opts.dtype.unwrap_or(DType::F32);
     let fp = training_fingerprint(spec, data);
     let model = AlignModel::new(spec, data.image_dim, data.text.as_ref().map(|t| t.1), dtype, &device)?;

@@ -18,7 +18,7 @@
 
 use super::source::{ShardRows, Shards};
 use super::{faiss_err, BuiltIndex, FaissIndex, IndexError, IndexSpec, Metric, RowMap};
-use crate::util::atomic;
+use crate::util::{alloc, atomic};
 use crate::util::fingerprint::sha256_hex;
 use crate::util::pq;
 use crate::util::progress::Progress;
@@ -707,22 +707,22 @@ fn begin(spec: &IndexSpec) {
     reset_peak_rss();
 }
 
-/// [`return_large_frees`] while it lives (a build's train, add and merge steps), and
-/// [`serve_large_from_heap`] after, for the searches that follow in the same process. Loading a
-/// complete index takes neither and leaves glibc's own adjustment on.
+/// [`alloc::return_large_frees`] while it lives (a build's train, add and merge steps), and
+/// [`alloc::serve_large_from_heap`] after, for the searches that follow in the same process.
+/// Loading a complete index takes neither and leaves glibc's own adjustment on.
 #[must_use]
 pub struct LargeFrees(());
 
 impl LargeFrees {
     pub fn returned() -> LargeFrees {
-        return_large_frees();
+        alloc::return_large_frees();
         LargeFrees(())
     }
 }
 
 impl Drop for LargeFrees {
     fn drop(&mut self) {
-        serve_large_from_heap();
+        alloc::serve_large_from_heap();
     }
 }
 
@@ -733,37 +733,6 @@ impl Drop for LargeFrees {
 /// peak is the process's.
 pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// Large allocations (128 KiB and up) go straight to the kernel and back for the rest of the
-/// process. glibc otherwise raises its mmap threshold after the first large free (an add chunk,
-/// FAISS's residual buffer) and serves the next ones from the heap, where the freed space stays
-/// resident between the inverted lists that keep growing: measured at 31 MB of a 114 MB worker
-/// peak at 200 k x 768-d (benches/README.md, "Peak memory of a sharded build"). Setting the
-/// threshold explicitly turns glibc's adjustment off, for the rest of the process (glibc has no
-/// call that turns it back on: see [`serve_large_from_heap`]). Other allocators are left alone.
-pub fn return_large_frees() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a glibc allocator parameter; it takes the allocator's lock.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-    }
-}
-
-/// Large allocations up to 32 MiB served from the heap again, and the heap trimmed only when
-/// 64 MiB lie free at its top: the most that glibc's own adjustment reaches (its mmap threshold
-/// rises up to 32 MiB on 64-bit, and its trim threshold to twice that), which
-/// [`return_large_frees`] switched off. With the 128 KiB threshold still set after a build, each
-/// FAISS search mapped its query-batch buffers afresh and faulted their pages in: 1000-query
-/// batches on a 1 M x 768 `IVF1024,PQ64x4fs` index ran 19 % slower at nprobe 1 and 17 % at
-/// nprobe 4 (means of six searches each; benches/README.md, "FAISS index").
-pub fn serve_large_from_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: as in return_large_frees.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
 }
 
 /// The whole build on one machine (train, one part, finish), or the complete index when its
@@ -837,7 +806,7 @@ mod tests {
     /// least half of that (without it the peak never decreases).
     #[test]
     fn peak_rss_restarts_at_the_current_size() {
-        return_large_frees();
+        alloc::return_large_frees();
         let before = peak_rss().expect("VmHWM");
         let big = vec![1u8; 256 << 20];
         assert!(big.iter().step_by(4096).all(|&b| b == 1));

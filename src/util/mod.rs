@@ -1,6 +1,7 @@
-//! Small shared utilities: atomic writes, fingerprints, a minimal HTTP server, a seeded RNG, "did you mean" suggestions,
+//! Small shared utilities: allocator thresholds, atomic writes, fingerprints, a minimal HTTP server, a seeded RNG, "did you mean" suggestions,
 //! progress reporting.
 
+pub mod alloc;
 pub mod atomic;
 pub mod fingerprint;
 pub mod httpd;
