@@ -82,10 +82,11 @@ enum Split {
 /// backward products gain less (`dW` split by rows, `dx` by columns). A part is never narrower
 /// than [`MIN_SPLIT`], so small products run as one call.
 fn product<T: WithDType>(r: usize, c: usize, k: usize, a: Operand<T>, b: Operand<T>, split: Split) -> Vec<T> {
-    let mut out: Vec<T> = vec![T::zero(); r * c];
     if r == 0 || c == 0 || k == 0 {
-        return out;
+        return vec![T::zero(); r * c];
     }
+    // Not zeroed first: `gemm` without `read_dst` stores every element of its output.
+    let mut out: Vec<T> = Vec::with_capacity(r * c);
     let side = if split == Split::Rows { r } else { c };
     let parts = rayon::current_num_threads().min(side / MIN_SPLIT).max(1);
     let dst = out.as_mut_ptr() as usize;
@@ -103,6 +104,9 @@ fn product<T: WithDType>(r: usize, c: usize, k: usize, a: Operand<T>, b: Operand
             gemm::gemm(m, n, k, dst, 1, c as isize, false, a_ptr, a.cs, a.rs, b_ptr, b.cs, b.rs, T::zero(), T::one(), false, false, false, gemm::Parallelism::None);
         }
     });
+    // SAFETY: the parts' slices `lo..hi` cover `0..side`, so every one of the `r * c` elements
+    // (allocated above) has been written.
+    unsafe { out.set_len(r * c) };
     out
 }
 
