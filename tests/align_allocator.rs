@@ -18,35 +18,26 @@
 //! without the fix (`align::train` not calling `util::alloc::serve_large_from_heap`), none with
 //! it (the 12-step run faulted fewer pages than the 2-step one).
 
-use georag::align::train::{self, TrainData, TrainOptions};
+mod common;
+
 use georag::align::AlignSpec;
+use georag::align::train::{self, TrainData, TrainOptions};
 use georag::record::LatLon;
 use georag::util::rng::Rng;
 
-/// Minor page faults of this process while `f` runs.
-fn faults(f: impl FnOnce()) -> i64 {
-    let now = || {
-        // SAFETY: getrusage writes the struct it is given.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) }, 0);
-        u.ru_minflt
-    };
-    let before = now();
-    f();
-    now() - before
-}
-
 fn main() {
     if !cfg!(all(target_os = "linux", target_env = "gnu")) {
-        println!("SKIP align_allocator: glibc's allocator only");
+        common::skip(common::SKIP_GLIBC, "align_allocator counts what glibc's allocator does");
         return;
     }
     // SAFETY: no other thread runs yet. The progress lines of three trainings say nothing here.
     unsafe { std::env::set_var("GEORAG_QUIET", "1") };
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     training_steps_reuse_their_buffers();
     println!("test training_steps_reuse_their_buffers ... ok");
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn training_steps_reuse_their_buffers() {
     let (batch, dim, holdout) = (256, 256, 64);
     let n = batch * 14 + holdout;
@@ -64,7 +55,7 @@ fn training_steps_reuse_their_buffers() {
     let _ = std::fs::remove_dir_all(&dir);
     let run = |name: &str, steps: usize| {
         let opts = TrainOptions { out: dir.join(name), max_steps: Some(steps), dtype: None };
-        faults(|| {
+        common::minor_faults(libc::RUSAGE_SELF, || {
             let r = train::train(&spec, &data, &opts).unwrap();
             assert!(r.interrupted && r.curve.steps.len() == steps, "{name}: {} steps, interrupted {}", r.curve.steps.len(), r.interrupted);
         })

@@ -9,28 +9,17 @@
 //! binary holds the one test, because the allocator setting is the whole process's.
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
+mod common;
+
 use georag::embed::Embeddings;
 use georag::index::{self, IndexSpec, RecallSpec};
 use georag::record::Status;
 
 const BUF: usize = 1 << 20;
 
-/// Minor page faults of this thread while `f` runs.
-fn faults(f: impl FnOnce()) -> i64 {
-    let now = || {
-        // SAFETY: getrusage writes the struct it is given.
-        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);
-        u.ru_minflt
-    };
-    let before = now();
-    f();
-    now() - before
-}
-
 /// 16 rounds of a 1 MiB buffer allocated, written and freed.
 fn rounds() -> i64 {
-    faults(|| {
+    common::minor_faults(libc::RUSAGE_THREAD, || {
         for i in 0..16u8 {
             let v = std::hint::black_box(vec![i | 1; BUF]);
             drop(v);

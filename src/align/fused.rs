@@ -138,7 +138,6 @@ fn forward<T: WithDType>(x: &[T], xl: &Layout, w: &[T], wl: &Layout, b: &[T], bl
 
 /// `(dx, dW, db)` of `y = act(x W^T + b)` from the output gradient `g`: `g` is masked by
 /// `y > 0` when `relu`, then `dx = g W` (only when `need_dx`), `dW = g^T x`, `db = sum_rows(g)`.
-#[allow(clippy::too_many_arguments)]
 fn backward<T: WithDType>(x: (&[T], &Layout), w: (&[T], &Layout), y: (&[T], &Layout), g: (&[T], &Layout), relu: bool, need_dx: bool) -> Result<(Option<Vec<T>>, Vec<T>, Vec<T>)> {
     let (n, k, xo) = Operand::of(x.0, x.1, "the input")?;
     let (m, _, wo) = Operand::of(w.0, w.1, "the weight")?;

@@ -10,6 +10,22 @@ use std::path::{Path, PathBuf};
 /// The reasons a test may skip for; `make test`'s summary counts skipped tests by these.
 pub const SKIP_SHARED: &str = "../shared";
 pub const SKIP_GEOCLIP: &str = "the geoclip wheel (PyPI)";
+pub const SKIP_GLIBC: &str = "glibc's allocator (Linux, gnu)";
+
+/// Minor page faults while `f` runs: of this thread (`libc::RUSAGE_THREAD`) or of the whole
+/// process (`libc::RUSAGE_SELF`, rayon's workers included).
+#[cfg(target_os = "linux")]
+pub fn minor_faults(who: libc::c_int, f: impl FnOnce()) -> i64 {
+    let now = || {
+        // SAFETY: getrusage writes the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrusage(who, &mut u) }, 0);
+        u.ru_minflt
+    };
+    let before = now();
+    f();
+    now() - before
+}
 
 /// Records that the running test skips: prints `SKIP: ...` (which cargo's harness hides unless
 /// the test fails) and, when `GEORAG_SKIP_LOG` names a file (`make test` sets it), appends
