@@ -23,6 +23,9 @@ use rayon::prelude::*;
 /// Output rows per rayon task of the bias and ReLU pass.
 const ROWS_PER_TASK: usize = 16;
 
+/// Columns per rayon task of the bias gradient's row sums.
+const SUM_COLS: usize = 256;
+
 /// Fewest output rows or columns one product's part takes (see [`product`]).
 const MIN_SPLIT: usize = 16;
 
@@ -145,42 +148,43 @@ fn backward<T: WithDType>(x: (&[T], &Layout), w: (&[T], &Layout), y: (&[T], &Lay
     if (gn, gm) != (n, m) {
         candle_core::bail!("fused linear: output gradient ({gn}, {gm}) for an output ({n}, {m})");
     }
-    let at = |o: Operand<T>, i: usize, j: usize| -> T {
-        // SAFETY: `i < n`, `j < m`, inside the gradient's layout.
-        unsafe { *o.ptr.offset(i as isize * o.rs + j as isize * o.cs) }
+    // `g` as a row-major slice when it is one (candle's accumulated gradients are), else copied.
+    let dense: std::borrow::Cow<[T]> = match g.1.contiguous_offsets() {
+        Some((lo, hi)) if hi - lo == n * m => std::borrow::Cow::Borrowed(&g.0[lo..hi]),
+        _ => {
+            let mut v = Vec::with_capacity(n * m);
+            for i in 0..n {
+                // SAFETY: `i < n`, `j < m`, inside the gradient's layout.
+                v.extend((0..m).map(|j| unsafe { *go.ptr.offset(i as isize * go.rs + j as isize * go.cs) }));
+            }
+            std::borrow::Cow::Owned(v)
+        }
     };
-    // The gradient that passes the ReLU, row-major; without a ReLU a contiguous `g` is used as
-    // it is.
+    // The gradient that passes the ReLU.
     let masked: Option<Vec<T>> = if relu {
         let yv = match y.1.contiguous_offsets() {
             Some((lo, hi)) if hi - lo == n * m => &y.0[lo..hi],
             _ => candle_core::bail!("fused linear: the output has shape {:?}, expected a contiguous ({n}, {m})", y.1.dims()),
         };
         let mut out = vec![T::zero(); n * m];
-        out.par_chunks_mut(m.max(1) * ROWS_PER_TASK).enumerate().for_each(|(t, c)| {
-            for (r, row) in c.chunks_mut(m.max(1)).enumerate() {
-                let i = t * ROWS_PER_TASK + r;
-                for (j, o) in row.iter_mut().enumerate() {
-                    if yv[i * m + j] > T::zero() {
-                        *o = at(go, i, j);
-                    }
-                }
+        let chunk = m.max(1) * ROWS_PER_TASK;
+        out.par_chunks_mut(chunk).zip(dense.par_chunks(chunk).zip(yv.par_chunks(chunk))).for_each(|(o, (g, y))| {
+            for ((o, g), y) in o.iter_mut().zip(g).zip(y) {
+                *o = if *y > T::zero() { *g } else { T::zero() };
             }
         });
         Some(out)
     } else {
         None
     };
-    let gop = match &masked {
-        Some(v) => Operand { ptr: v.as_ptr(), rs: m as isize, cs: 1 },
-        None => go,
-    };
-    // Column sums, rows in order, over column blocks in parallel.
+    let gv: &[T] = masked.as_deref().unwrap_or(&dense);
+    let gop = Operand { ptr: gv.as_ptr(), rs: m as isize, cs: 1 };
+    // Column sums, rows in order, over blocks of columns in parallel.
     let mut db = vec![T::zero(); m];
-    db.par_chunks_mut(64).enumerate().for_each(|(t, out)| {
-        for i in 0..n {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o += at(gop, i, t * 64 + j);
+    db.par_chunks_mut(SUM_COLS).enumerate().for_each(|(t, out)| {
+        for row in gv.chunks(m.max(1)) {
+            for (o, v) in out.iter_mut().zip(&row[t * SUM_COLS..]) {
+                *o += *v;
             }
         }
     });
