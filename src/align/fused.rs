@@ -35,14 +35,6 @@ pub struct LinearOp {
     pub relu: bool,
 }
 
-/// `(rows, cols, row stride, column stride, start offset)` of a rank-2 layout.
-fn dims2(l: &Layout, what: &str) -> Result<(usize, usize, isize, isize, usize)> {
-    match (l.dims(), l.stride()) {
-        ([r, c], [rs, cs]) => Ok((*r, *c, *rs as isize, *cs as isize, l.start_offset())),
-        (d, _) => candle_core::bail!("fused linear: {what} has shape {d:?}, expected rank 2"),
-    }
-}
-
 /// A strided rank-2 operand of a product: its element `(i, j)` is at `ptr + i rs + j cs`.
 #[derive(Clone, Copy)]
 struct Operand<T> {
@@ -57,11 +49,13 @@ unsafe impl<T> Send for Operand<T> {}
 unsafe impl<T> Sync for Operand<T> {}
 
 impl<T> Operand<T> {
-    /// The operand of a rank-2 layout over `data`.
+    /// The operand of a rank-2 layout over `data`, with its rows and columns.
     fn of(data: &[T], l: &Layout, what: &str) -> Result<(usize, usize, Operand<T>)> {
-        let (r, c, rs, cs, off) = dims2(l, what)?;
-        // SAFETY: candle guarantees a layout's elements lie inside its storage.
-        Ok((r, c, Operand { ptr: unsafe { data.as_ptr().add(off) }, rs, cs }))
+        match (l.dims(), l.stride()) {
+            // SAFETY: candle guarantees a layout's elements lie inside its storage.
+            ([r, c], [rs, cs]) => Ok((*r, *c, Operand { ptr: unsafe { data.as_ptr().add(l.start_offset()) }, rs: *rs as isize, cs: *cs as isize })),
+            (d, _) => candle_core::bail!("fused linear: {what} has shape {d:?}, expected rank 2"),
+        }
     }
 
     fn t(self) -> Operand<T> {
@@ -139,33 +133,23 @@ fn forward<T: WithDType>(x: &[T], xl: &Layout, w: &[T], wl: &Layout, b: &[T], bl
     Ok((y, Shape::from((n, m))))
 }
 
-/// `(dx, dW, db)` of `y = act(x W^T + b)` from the output gradient `g`: `g` is masked by
-/// `y > 0` when `relu`, then `dx = g W` (only when `need_dx`), `dW = g^T x`, `db = sum_rows(g)`.
+/// The elements of a contiguous `(rows, cols)` tensor, row-major.
+fn row_major<'a, T>((v, l): (&'a [T], &Layout), (rows, cols): (usize, usize), what: &str) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((lo, hi)) if l.dims() == [rows, cols] => Ok(&v[lo..hi]),
+        _ => candle_core::bail!("fused linear: {what} has shape {:?}, expected a contiguous ({rows}, {cols})", l.dims()),
+    }
+}
+
+/// `(dx, dW, db)` of `y = act(x W^T + b)` from the row-major output gradient `g`: `g` is masked
+/// by `y > 0` when `relu`, then `dx = g W` (only when `need_dx`), `dW = g^T x`, `db = sum_rows(g)`.
 fn backward<T: WithDType>(x: (&[T], &Layout), w: (&[T], &Layout), y: (&[T], &Layout), g: (&[T], &Layout), relu: bool, need_dx: bool) -> Result<(Option<Vec<T>>, Vec<T>, Vec<T>)> {
     let (n, k, xo) = Operand::of(x.0, x.1, "the input")?;
     let (m, _, wo) = Operand::of(w.0, w.1, "the weight")?;
-    let (gn, gm, go) = Operand::of(g.0, g.1, "the output gradient")?;
-    if (gn, gm) != (n, m) {
-        candle_core::bail!("fused linear: output gradient ({gn}, {gm}) for an output ({n}, {m})");
-    }
-    // `g` as a row-major slice when it is one (candle's accumulated gradients are), else copied.
-    let dense: std::borrow::Cow<[T]> = match g.1.contiguous_offsets() {
-        Some((lo, hi)) if hi - lo == n * m => std::borrow::Cow::Borrowed(&g.0[lo..hi]),
-        _ => {
-            let mut v = Vec::with_capacity(n * m);
-            for i in 0..n {
-                // SAFETY: `i < n`, `j < m`, inside the gradient's layout.
-                v.extend((0..m).map(|j| unsafe { *go.ptr.offset(i as isize * go.rs + j as isize * go.cs) }));
-            }
-            std::borrow::Cow::Owned(v)
-        }
-    };
+    let dense = row_major(g, (n, m), "the output gradient")?;
     // The gradient that passes the ReLU.
     let masked: Option<Vec<T>> = if relu {
-        let yv = match y.1.contiguous_offsets() {
-            Some((lo, hi)) if hi - lo == n * m => &y.0[lo..hi],
-            _ => candle_core::bail!("fused linear: the output has shape {:?}, expected a contiguous ({n}, {m})", y.1.dims()),
-        };
+        let yv = row_major(y, (n, m), "the output")?;
         let mut out = vec![T::zero(); n * m];
         let chunk = m.max(1) * ROWS_PER_TASK;
         out.par_chunks_mut(chunk).zip(dense.par_chunks(chunk).zip(yv.par_chunks(chunk))).for_each(|(o, (g, y))| {
@@ -177,7 +161,7 @@ fn backward<T: WithDType>(x: (&[T], &Layout), w: (&[T], &Layout), y: (&[T], &Lay
     } else {
         None
     };
-    let gv: &[T] = masked.as_deref().unwrap_or(&dense);
+    let gv: &[T] = masked.as_deref().unwrap_or(dense);
     let gop = Operand { ptr: gv.as_ptr(), rs: m as isize, cs: 1 };
     // Column sums, rows in order, over blocks of columns in parallel.
     let mut db = vec![T::zero(); m];
@@ -206,6 +190,8 @@ impl LinearOp {
         let (xs, xl) = x.storage_and_layout();
         let (ws, wl) = w.storage_and_layout();
         let (ys, yl) = y.storage_and_layout();
+        // candle's accumulated gradients are contiguous already (then this is a reference count).
+        let grad = grad.contiguous()?;
         let (gs, gl) = grad.storage_and_layout();
         let (xv, wv, yv, gv) = (cpu::<T>(&xs, "the input")?, cpu::<T>(&ws, "the weight")?, cpu::<T>(&ys, "the output")?, cpu::<T>(&gs, "the output gradient")?);
         // An input that carries no gradient (a data batch, the Fourier features of fixed
@@ -245,29 +231,34 @@ impl CustomOp3 for LinearOp {
 mod tests {
     use super::*;
 
-    /// The strided-gradient fallback of [`backward`] (candle's own backward always hands over a
-    /// contiguous gradient, so the integration tests cannot reach it): the same gradient stored
-    /// transposed gives the same `dx`, `dW` and `db`, with and without the ReLU.
+    /// A strided output gradient (candle's own backward always hands over a contiguous one, so
+    /// the integration tests cannot reach this) is made contiguous first: the same gradient
+    /// stored transposed gives the same `dx`, `dW` and `db`, with and without the ReLU.
     #[test]
     fn a_strided_output_gradient_gives_the_same_gradients() {
         let (n, k, m) = (5usize, 4usize, 3usize);
         let val = |i: usize, s: f64| ((i * 37 % 11) as f64 - 5.0) * s;
-        let x: Vec<f64> = (0..n * k).map(|i| val(i, 0.3)).collect();
-        let w: Vec<f64> = (0..m * k).map(|i| val(i + 3, 0.2)).collect();
-        let y: Vec<f64> = (0..n * m).map(|i| val(i + 7, 1.0)).collect();
+        let t = |v: Vec<f64>, shape: (usize, usize)| Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+        // A variable input, so that dx is computed too.
+        let x = candle_core::Var::from_tensor(&t((0..n * k).map(|i| val(i, 0.3)).collect(), (n, k))).unwrap();
+        let w = t((0..m * k).map(|i| val(i + 3, 0.2)).collect(), (m, k));
+        let b = t(vec![0.0; m], (1, m)).flatten_all().unwrap();
+        let y = t((0..n * m).map(|i| val(i + 7, 1.0)).collect(), (n, m));
         let g: Vec<f64> = (0..n * m).map(|i| val(i + 1, 0.5)).collect();
+        let dense = t(g.clone(), (n, m));
         // The same (n, m) gradient, stored as its (m, n) transpose.
-        let gt: Vec<f64> = (0..m * n).map(|p| g[(p % n) * m + p / n]).collect();
-        let (xl, wl, yl) = (Layout::contiguous((n, k)), Layout::contiguous((m, k)), Layout::contiguous((n, m)));
-        let (gl, gtl) = (Layout::contiguous((n, m)), Layout::contiguous((m, n)).transpose(0, 1).unwrap());
-        assert!(gtl.contiguous_offsets().is_none());
+        let strided = t((0..m * n).map(|p| g[(p % n) * m + p / n]).collect(), (m, n)).t().unwrap();
+        assert!(!strided.is_contiguous());
+        let flat = |o: Option<Tensor>| o.unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
         for relu in [false, true] {
-            let a = backward((&x, &xl), (&w, &wl), (&y, &yl), (&g, &gl), relu, true).unwrap();
-            let b = backward((&x, &xl), (&w, &wl), (&y, &yl), (&gt, &gtl), relu, true).unwrap();
-            assert_eq!(a, b, "relu={relu}");
+            let op = LinearOp { relu };
+            let (ax, aw, ab) = op.bwd(x.as_tensor(), &w, &b, &y, &dense).unwrap();
+            let (bx, bw, bb) = op.bwd(x.as_tensor(), &w, &b, &y, &strided).unwrap();
+            let db = flat(ab);
+            assert_eq!((flat(ax), flat(aw), &db), (flat(bx), flat(bw), &flat(bb)), "relu={relu}");
             // db against a direct sum, so that the comparison above cannot pass on two wrong answers.
-            let want: Vec<f64> = (0..m).map(|j| (0..n).filter(|&i| !relu || y[i * m + j] > 0.0).map(|i| g[i * m + j]).sum()).collect();
-            assert_eq!(a.2, want, "relu={relu}");
+            let want: Vec<f64> = (0..m).map(|j| (0..n).filter(|&i| !relu || val(i * m + j + 7, 1.0) > 0.0).map(|i| g[i * m + j]).sum()).collect();
+            assert_eq!(db, want, "relu={relu}");
         }
     }
 }
