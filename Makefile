@@ -20,8 +20,6 @@ BIN := $(CARGO_TARGET_DIR)/release/georag
 # Tests that skip (no ../shared, no geoclip wheel) append a line here; `make test` prints a
 # summary by reason after `cargo test` (whose harness hides a passing test's SKIP line).
 SKIP_LOG := $(CARGO_TARGET_DIR)/skips.log
-# Every bench target ends by rewriting the summary table of benches/README.md.
-BENCH_SUMMARY := python3 benches/summary.py render
 
 .PHONY: deps build demo test test-servers check bench bench-deps bench-eval bench-generate bench-index bench-prepare bench-embed bench-align clean-results
 
@@ -72,19 +70,16 @@ check: build
 ## georag eval vs a geopy scorer on 1,000,000 predictions (see benches/README.md).
 bench-eval: build bench-deps
 	benches/eval_vs_geopy.sh
-	$(BENCH_SUMMARY)
 
 ## Client throughput against the simulator (200 ms latency, 64 slots; see benches/README.md).
 bench-generate: build bench-deps
 	benches/generate_throughput.sh
-	$(BENCH_SUMMARY)
 
 ## georag's FAISS build/search vs Python faiss-cpu, same vectors and recipe, then every recipe's
 ## size at MP-16 / OSV-5M scale from measured file sizes, then the peak memory of each step of a
 ## sharded build at 1 M vectors (benches/README.md).
 bench-index: build bench-deps
 	benches/index_vs_faiss.sh
-	$(BENCH_SUMMARY)
 
 bench-deps:
 	@scripts/install-deps.sh --bench
@@ -93,22 +88,20 @@ bench-deps:
 ## script in one run (benches/README.md).
 bench-prepare: build bench-deps
 	benches/decode_limit.sh
-	$(BENCH_SUMMARY)
 
 ## `georag embed` vs transformers on the same random-weight CLIP ViT-B/16 and real photos.
 bench-embed: build bench-deps
 	benches/encoders_vs_transformers.sh
-	$(BENCH_SUMMARY)
 
 ## G3 alignment-head training on CPU: georag (candle) vs the same model in PyTorch.
 bench-align: build bench-deps
 	benches/align_vs_torch.sh
-	$(BENCH_SUMMARY)
 
-## Every stage benchmark, then the summary table at the top of benches/README.md from the
-## figures each one records in benches/results.json (benches/summary.py). About 30 minutes on
-## 2 cores; each stage's section below it has the full figures.
-# (prerequisites run in this order; each rewrites the table when it ends)
+## Every stage benchmark. Each records its headline figure in benches/results.json and rewrites
+## the summary table at the top of benches/README.md from it (benches/summary.py record), so a
+## bench script run on its own keeps the table current too. About 30 minutes on 2 cores; each
+## stage's section below it has the full figures.
+# (prerequisites run in this order)
 bench: bench-prepare bench-embed bench-generate bench-eval bench-index bench-align
 
 clean-results:

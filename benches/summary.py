@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""The benchmarks' summary table: each bench script records its headline figure, `make bench`
-rewrites the table in benches/README.md from them.
+"""The benchmarks' summary table: each bench script records its headline figure, which
+rewrites the table in benches/README.md from all of them.
 
   summary.py record --stage STAGE --what WHAT --georag VALUE --reference VALUE --unit UNIT
                     --reference-name NAME [--higher-is-better | --lower-is-better] [--size SIZE]
       Store (replace) STAGE's row in benches/results.json, with this machine's CPU model, core
       count and the UTC date. VALUE are numbers in UNIT; the ratio is computed here, oriented so
       that > 1 means georag is faster / better.
+      Then rewrite benches/README.md's table (as `render` does), so that a bench script run on
+      its own never leaves the table behind results.json.
   summary.py render [README]
       Rewrite the table between the `bench-summary` markers of README (default
       benches/README.md) from benches/results.json, in stage order.
@@ -21,7 +23,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results.json")
-BEGIN = "<!-- bench-summary:begin (rewritten by `make bench`, from benches/results.json) -->"
+BEGIN = "<!-- bench-summary:begin (rewritten by benches/summary.py from benches/results.json after every bench script) -->"
 END = "<!-- bench-summary:end -->"
 ORDER = ["prepare", "decode-limit", "embed", "index-build", "index-search", "index-search-same-index", "index-build-avx512", "index-search-avx512", "index-search-same-index-avx512", "generate", "eval", "align"]
 
@@ -154,7 +156,10 @@ def main():
     w = sub.add_parser("render")
     w.add_argument("readme", nargs="?", default=os.path.join(HERE, "README.md"))
     a = p.parse_args()
-    record(a) if a.cmd == "record" else render(a)
+    if a.cmd == "record":
+        record(a)
+        a.readme = os.path.join(HERE, "README.md")
+    render(a)
 
 
 if __name__ == "__main__":
